@@ -1,0 +1,385 @@
+"""The `commsaudit` command line. Exit codes: 0 every control passed (or was waived, inherited,
+not applicable), 1 a control failed (or a bundle failed verification), 2 the run itself failed."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from auditor import __version__, demo
+from auditor.audit import (
+    DEFAULT_DEADLINE_SECONDS,
+    AuditOptions,
+    evaluate_snapshot,
+    load_policy_set,
+    run_audit,
+)
+from auditor.config import Config, default_config, load_config
+from auditor.errors import AuditError, ConfigError, PolicyError
+from auditor.evidence import signing
+from auditor.evidence.verify import describe, verify_bundle
+from auditor.jsonutil import dumps_pretty
+from auditor.policy import load_policy_file, policy_files
+from auditor.policytest import run_examples
+from auditor.redact import RedactingFilter, Redactor
+from auditor.reports import terminal
+from auditor.resources import policies_dir
+from auditor.snapshot import read_snapshot
+from auditor.timeutil import utcnow
+from connectors.registry import CONNECTORS
+
+log = logging.getLogger("commsaudit")
+
+
+def _globs(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="commsaudit",
+        description="Policy-as-code auditor for communication platforms: HIPAA evidence "
+        "you can verify.",
+    )
+    parser.add_argument("--version", action="version", version=f"commsaudit {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output on stderr"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def selection(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="config file (default: ./commsaudit.toml)")
+        p.add_argument(
+            "--profile", help="policy profile: hipaa (default), hipaa-nprm-2025, email-posture"
+        )
+        p.add_argument(
+            "--controls",
+            type=_globs,
+            default=[],
+            help="only these control ids or globs, comma-separated",
+        )
+        p.add_argument(
+            "--skip-controls", type=_globs, default=[], help="leave out these control ids or globs"
+        )
+        p.add_argument(
+            "--format", choices=["text", "json"], default="text", help="json: results on stdout"
+        )
+        p.add_argument("--strict", action="store_true", help="exit 2 when any control is error")
+
+    audit = commands.add_parser(
+        "audit", help="collect, evaluate, and write a signed evidence bundle"
+    )
+    selection(audit)
+    audit.add_argument(
+        "--out", type=Path, help="directory for the bundle and reports (default: ./commsaudit-out)"
+    )
+    audit.add_argument(
+        "--demo",
+        action="store_true",
+        help="audit the bundled sample organisation: no credentials, no network",
+    )
+    audit.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_DEADLINE_SECONDS,
+        metavar="SECONDS",
+        help=f"deadline for collection (default {DEFAULT_DEADLINE_SECONDS:.0f})",
+    )
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a snapshot file offline")
+    evaluate.add_argument("snapshot", type=Path)
+    selection(evaluate)
+
+    verify = commands.add_parser("verify", help="check a bundle's hashes, signature and results")
+    verify.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE")
+    verify.add_argument("--key", type=Path, help="public key the bundle must be signed with (PEM)")
+    verify.add_argument("--format", choices=["text", "json"], default="text")
+    verify.add_argument(
+        "--no-reevaluate", action="store_true", help="skip re-evaluating the snapshot"
+    )
+
+    policies = commands.add_parser("policies", help="list, show, lint or test policies")
+    policy_commands = policies.add_subparsers(
+        dest="policies_command", required=True, metavar="ACTION"
+    )
+    listing = policy_commands.add_parser("list", help="the controls, one a line")
+    listing.add_argument("--profile")
+    listing.add_argument("--config", type=Path)
+    listing.add_argument("--format", choices=["text", "json"], default="text")
+    show = policy_commands.add_parser("show", help="one policy file")
+    show.add_argument("id")
+    show.add_argument("--config", type=Path)
+    lint = policy_commands.add_parser(
+        "lint", help="check policy files against the policy meta-schema"
+    )
+    lint.add_argument("dirs", type=Path, nargs="*", metavar="DIR")
+    test = policy_commands.add_parser("test", help="run every policy's pass and fail examples")
+    test.add_argument("dirs", type=Path, nargs="*", metavar="DIR")
+
+    keygen = commands.add_parser("keygen", help="make an ed25519 key pair for signing bundles")
+    keygen.add_argument(
+        "--out", type=Path, required=True, help="private key file; the public key goes beside it"
+    )
+    keygen.add_argument("--force", action="store_true", help="overwrite existing key files")
+
+    perms = commands.add_parser(
+        "permissions", help="the least-privilege permissions each connector needs"
+    )
+    perms.add_argument("--format", choices=["text", "json"], default="text")
+    return parser
+
+
+def _config(path: Path | None) -> Config:
+    if path is not None:
+        return load_config(path)
+    default = Path("commsaudit.toml")
+    if default.is_file():
+        return load_config(default)
+    raise ConfigError(
+        "no config file: ./commsaudit.toml does not exist",
+        hint="pass --config FILE, or run `commsaudit audit --demo` to see the sample",
+    )
+
+
+def _optional_config(path: Path | None) -> Config:
+    if path is not None or Path("commsaudit.toml").is_file():
+        return _config(path)
+    return default_config(Path.cwd())
+
+
+def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
+    options = AuditOptions(
+        profile=args.profile,
+        out=args.out,
+        deadline_seconds=args.timeout,
+        controls=args.controls,
+        skip_controls=args.skip_controls,
+    )
+    with tempfile.TemporaryDirectory(prefix="commsaudit-demo-") as workdir:
+        if args.demo:
+            if args.config is not None:
+                raise ConfigError("--demo audits the bundled sample; leave out --config")
+            config = load_config(demo.prepare(Path(workdir), utcnow().date()))
+            options.out = args.out or Path.cwd() / "commsaudit-out"
+            options.ephemeral_key = True
+            console.print("Auditing the bundled sample organisation (no credentials, no network).")
+        else:
+            config = _config(args.config)
+        with terminal.CollectionProgress(console) as progress:
+            outcome = run_audit(config, options, progress=progress.update)
+    terminal.render(console, outcome.report, bundle=str(outcome.bundle))
+    if outcome.public_key is not None and outcome.signer is not None:
+        console.print(
+            f"Signed with {outcome.signer.origin}; its public key: {outcome.public_key}\n"
+            f"Check it: commsaudit verify {outcome.bundle} --key {outcome.public_key}"
+        )
+    if args.format == "json":
+        sys.stdout.write(dumps_pretty(outcome.results.to_json()))
+        sys.stdout.flush()
+    return outcome.results.exit_code(strict=args.strict)
+
+
+def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
+    config = _optional_config(args.config)
+    snapshot = read_snapshot(args.snapshot)
+    results, report = evaluate_snapshot(
+        config, snapshot, args.profile, args.controls, args.skip_controls
+    )
+    terminal.render(console, report)
+    if args.format == "json":
+        sys.stdout.write(dumps_pretty(results.to_json()))
+    return results.exit_code(strict=args.strict)
+
+
+def _cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    key = signing.load_public_key_file(args.key) if args.key else None
+    reports = [verify_bundle(path, key, reevaluate=not args.no_reevaluate) for path in args.bundles]
+    for report in reports:
+        for line in describe(report):
+            console.print(line, markup=False, highlight=False)
+        if report.ok:
+            console.print("[green]OK[/]: the bundle verifies")
+        else:
+            for problem in report.problems:
+                console.print(f"[red]FAILED[/] {problem.line()}", markup=True, highlight=False)
+    if args.format == "json":
+        document = [r.to_json() for r in reports]
+        sys.stdout.write(dumps_pretty(document[0] if len(document) == 1 else document))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _cmd_policies(args: argparse.Namespace, console: Console) -> int:
+    if args.policies_command in ("lint", "test"):
+        dirs = args.dirs or [policies_dir()]
+        problems: list[str] = []
+        count = 0
+        failures = 0
+        out = Console(highlight=False)
+        for directory in dirs:
+            try:
+                files = policy_files(directory)
+            except PolicyError as exc:
+                problems.extend(exc.problems)
+                continue
+            for path in files:
+                try:
+                    policy = load_policy_file(path)
+                except PolicyError as exc:
+                    problems.extend(exc.problems)
+                    continue
+                count += 1
+                if args.policies_command == "lint":
+                    continue
+                for outcome in run_examples(policy):
+                    if not outcome.ok:
+                        failures += 1
+                        problems.append(f"{path}: example {outcome.example!r}: {outcome.problem}")
+        for line in problems:
+            out.print(line, markup=False)
+        if problems:
+            return 2 if args.policies_command == "lint" or failures < len(problems) else 1
+        verb = (
+            "checked against the policy meta-schema"
+            if args.policies_command == "lint"
+            else "tested, every example gave its expected verdict"
+        )
+        out.print(f"{count} policies {verb}: no problems", markup=False)
+        return 0
+
+    config = _optional_config(args.config)
+    policies = load_policy_set(config)
+    if args.policies_command == "show":
+        shown = policies.policies.get(args.id)
+        if shown is None:
+            raise ConfigError(
+                f"no control has the id {args.id!r}", hint="`commsaudit policies list` shows them"
+            )
+        sys.stdout.write(shown.content.decode("utf-8"))
+        return 0
+    chosen = policies.select(args.profile) if args.profile else policies
+    if args.format == "json":
+        sys.stdout.write(
+            dumps_pretty(
+                [
+                    {
+                        "id": p.id,
+                        "title": p.title,
+                        "severity": p.severity,
+                        "responsibility": p.responsibility,
+                        "citations": list(p.citations),
+                        "category": p.category,
+                        "platform": p.platform,
+                        "profiles": list(p.profiles),
+                    }
+                    for p in chosen
+                ]
+            )
+        )
+        return 0
+    table = Table(box=None, pad_edge=False)
+    for column in ("id", "severity", "resp.", "citations", "profiles", "title"):
+        table.add_column(column)
+    for p in chosen:
+        table.add_row(
+            p.id,
+            p.severity,
+            p.responsibility,
+            ", ".join(p.citations),
+            ", ".join(p.profiles),
+            p.title,
+        )
+    Console(highlight=False, width=200).print(table)
+    return 0
+
+
+def _cmd_keygen(args: argparse.Namespace, console: Console) -> int:
+    private, public, fingerprint = signing.write_keypair(args.out, overwrite=args.force)
+    print(f"private key: {private} (keep it secret; mode 0600)")
+    print(f"public key:  {public} (give it to whoever verifies bundles)")
+    print(f"fingerprint: {fingerprint}")
+    print(
+        f'Use it: export COMMSAUDIT_SIGNING_KEY="$(cat {private})"  '
+        f'or  [evidence] signing_key_file = "{private}"'
+    )
+    return 0
+
+
+def _cmd_permissions(args: argparse.Namespace, console: Console) -> int:
+    data: dict[str, dict[str, Any]] = {
+        name: {
+            "title": c.title,
+            "permissions": [{"name": p.name, "why": p.why} for p in c.permissions()],
+        }
+        for name, c in CONNECTORS.items()
+    }
+    if args.format == "json":
+        sys.stdout.write(dumps_pretty(data))
+        return 0
+    for name, entry in data.items():
+        print(f"[{name}] {entry['title']}")
+        for perm in entry["permissions"]:
+            print(f"  - {perm['name']}: {perm['why']}")
+    return 0
+
+
+_COMMANDS = {
+    "audit": _cmd_audit,
+    "evaluate": _cmd_evaluate,
+    "verify": _cmd_verify,
+    "policies": _cmd_policies,
+    "keygen": _cmd_keygen,
+    "permissions": _cmd_permissions,
+}
+
+
+def _setup_logging(verbosity: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter(Redactor.from_environment()))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(
+        logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    console = terminal.make_console()
+    try:
+        return _COMMANDS[args.command](args, console)
+    except PolicyError as exc:
+        for line in exc.problems:
+            console.print(f"commsaudit: error: {line}", markup=False, highlight=False)
+        return 2
+    except AuditError as exc:
+        console.print(f"commsaudit: error: {exc.line()}", markup=False, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("commsaudit: interrupted", markup=False)
+        return 130
+    except Exception as exc:  # a bug: say so in one line, with the traceback only when asked
+        if args.verbose:
+            log.exception("unexpected error")
+        redacted = Redactor.from_environment(os.environ).text(f"{type(exc).__name__}: {exc}")
+        console.print(
+            f"commsaudit: internal error: {redacted} (run with -v for the traceback, and "
+            "please report it)",
+            markup=False,
+            highlight=False,
+        )
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

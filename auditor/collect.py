@@ -1,0 +1,132 @@
+"""Run the configured connectors concurrently under one deadline and gather what they emit.
+
+A connector that fails or runs out of time costs its own sections, which the engine then reports
+as `error` with the reason; it never stops the run or the other connectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from auditor.redact import Redactor
+from auditor.snapshot import Snapshot, SourceStatus
+from auditor.timeutil import utcnow
+from connectors.base import CollectContext, CollectionError, Connector, RawRecord
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str, str], None]  # (connector name, message)
+
+
+@dataclass
+class Collection:
+    snapshot: Snapshot
+    raw: list[tuple[str, RawRecord]] = field(default_factory=list)  # (connector, record)
+
+
+async def _run_one(
+    connector: Connector, ctx: CollectContext, timeout: float
+) -> tuple[str, str | None]:
+    try:
+        async with asyncio.timeout(timeout):
+            await connector.collect(ctx)
+    except TimeoutError:
+        return (
+            "error",
+            f"did not finish within the run's deadline ({timeout:.0f} s left when it started)",
+        )
+    except CollectionError as exc:
+        reason = exc.reason
+        if exc.permission and exc.permission not in reason:
+            reason += f" (missing permission: {exc.permission})"
+        return "error", reason
+    except Exception as exc:  # a connector bug must not take the whole run down
+        log.debug("connector %s crashed", connector.name, exc_info=True)
+        return "error", f"unexpected {type(exc).__name__}: {exc}"
+    return "ok", None
+
+
+def _reporter(progress: ProgressCallback | None, name: str) -> Callable[[str], None]:
+    if progress is None:
+        return lambda _message: None
+    return lambda message: progress(name, message)
+
+
+async def collect_async(
+    connectors: list[Connector],
+    *,
+    now: dt.datetime,
+    deadline_seconds: float,
+    redactor: Redactor,
+    progress: ProgressCallback | None = None,
+) -> Collection:
+    snapshot = Snapshot(collected_at=now)
+    deadline = time.monotonic() + deadline_seconds
+    contexts: list[tuple[Connector, CollectContext]] = []
+    for connector in connectors:
+        for platform in connector.covered_platforms():
+            snapshot.scope.setdefault(platform, {})
+        for platform, kind, subject in connector.planned_subjects():
+            snapshot.add_subject(platform, kind, subject)
+        ctx = CollectContext(
+            connector=connector.name,
+            now=now,
+            deadline=deadline,
+            progress=_reporter(progress, connector.name),
+            register_secret=redactor.add,
+        )
+        contexts.append((connector, ctx))
+
+    async def run(
+        connector: Connector, ctx: CollectContext
+    ) -> tuple[str, str | None, dt.datetime, dt.datetime]:
+        started = utcnow()
+        ctx.progress("collecting")
+        status, error = await _run_one(connector, ctx, max(0.0, deadline - time.monotonic()))
+        ctx.progress("done" if status == "ok" else f"failed: {error}")
+        return status, error, started, utcnow()
+
+    outcomes = await asyncio.gather(*(run(c, ctx) for c, ctx in contexts))
+
+    collection = Collection(snapshot=snapshot)
+    for (connector, ctx), (status, error, started, finished) in zip(
+        contexts, outcomes, strict=True
+    ):
+        snapshot.sources[connector.name] = SourceStatus(
+            title=connector.title,
+            status=status,
+            platforms=list(connector.covered_platforms()),
+            started_at=started,
+            finished_at=finished,
+            error=redactor.text(error) if error else None,
+            scope=connector.scope(),
+        )
+        for platform, kind, subject in ctx.subjects:
+            snapshot.add_subject(platform, kind, subject)
+        snapshot.sections.extend(ctx.sections)
+        collection.raw.extend((connector.name, record) for record in ctx.raw)
+    return collection
+
+
+def collect(
+    connectors: list[Connector],
+    *,
+    now: dt.datetime,
+    deadline_seconds: float,
+    redactor: Redactor,
+    progress: ProgressCallback | None = None,
+) -> Collection:
+    return asyncio.run(
+        collect_async(
+            connectors,
+            now=now,
+            deadline_seconds=deadline_seconds,
+            redactor=redactor,
+            progress=progress,
+        )
+    )

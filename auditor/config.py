@@ -1,0 +1,238 @@
+"""commsaudit.toml: loading, validation (unknown keys are errors) and defaults."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from auditor.errors import ConfigError
+from auditor.waivers import Waiver
+from connectors.registry import CONNECTORS, PLANNED
+
+DEFAULT_PROFILE = "hipaa"
+DEFAULT_SIGNING_KEY_ENV = "COMMSAUDIT_SIGNING_KEY"
+
+_EVIDENCE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "out": {"type": "string", "minLength": 1},
+        "signing_key_file": {"type": "string", "minLength": 1},
+        "signing_key_env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "require_signature": {"type": "boolean"},
+        "secret_env": {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        },
+    },
+}
+
+_POLICIES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "profile": {"type": "string", "minLength": 1},
+        "paths": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "validator": {"enum": ["auto", "jsonschema", "jsonschema-rs"]},
+        "controls": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "skip_controls": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "parameters": {
+            "type": "object",
+            "additionalProperties": {"type": "object"},
+        },
+    },
+}
+
+_WAIVER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["control", "reason", "approved_by", "expires"],
+    "properties": {
+        "control": {"type": "string", "minLength": 1},
+        "subject": {"type": "string", "minLength": 1},
+        "reason": {"type": "string", "minLength": 1},
+        "approved_by": {"type": "string", "minLength": 1},
+        "expires": {"type": "string", "format": "date"},
+    },
+}
+
+
+def config_schema() -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "evidence": _EVIDENCE_SCHEMA,
+        "policies": _POLICIES_SCHEMA,
+        "waivers": {"type": "array", "items": _WAIVER_SCHEMA},
+    }
+    for name, connector in CONNECTORS.items():
+        properties[name] = connector.config_schema
+    for name in PLANNED:
+        properties[name] = {"type": "object"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
+@dataclass
+class EvidenceConfig:
+    out: Path
+    signing_key_file: Path | None = None
+    signing_key_env: str = DEFAULT_SIGNING_KEY_ENV
+    require_signature: bool = False
+    secret_env: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PoliciesConfig:
+    profile: str = DEFAULT_PROFILE
+    paths: list[Path] = field(default_factory=list)
+    validator: str = "auto"
+    controls: list[str] = field(default_factory=list)
+    skip_controls: list[str] = field(default_factory=list)
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    path: Path | None
+    base_dir: Path
+    connectors: dict[str, dict[str, Any]]
+    evidence: EvidenceConfig
+    policies: PoliciesConfig
+    waivers: list[Waiver]
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path else "(built-in defaults)"
+
+
+def _jsonable(value: Any) -> Any:
+    """TOML dates and times become ISO text so the config validates as JSON."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    return value
+
+
+def _where(parts: list[str | int]) -> str:
+    if not parts:
+        return "the top level"
+    if parts[0] == "waivers" and len(parts) > 1 and isinstance(parts[1], int):
+        head = f"[[waivers]] #{parts[1] + 1}"
+        rest = parts[2:]
+    else:
+        head = f"[{parts[0]}]"
+        rest = parts[1:]
+    if rest:
+        head += " key " + ".".join(str(p) for p in rest)
+    return head
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    parts = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        known = sorted(schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(known))
+        key = unknown[0] if unknown else "?"
+        place = "at the top level" if not parts else f"in {_where(parts)}"
+        noun = "section" if not parts else "key"
+        text = f"unknown {noun} '{key}' {place}"
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            text += f"; did you mean '{close[0]}'?"
+        elif known:
+            text += f"; known: {', '.join(known)}"
+        return text
+    if error.validator == "required":
+        return f"{_where(parts)}: {error.message}"
+    if error.validator == "format" and error.validator_value == "date":
+        return f"{_where(parts)}: {error.instance!r} is not a date (write it as 2027-01-31)"
+    return f"{_where(parts)}: {error.message}"
+
+
+def _resolve(base_dir: Path, value: str) -> Path:
+    return (base_dir / Path(value).expanduser()).resolve()
+
+
+def parse_config(data: dict[str, Any], path: Path | None, base_dir: Path) -> Config:
+    where = str(path) if path else "config"
+    data = _jsonable(data)
+    validator = jsonschema.Draft202012Validator(
+        config_schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.path)), e.message))
+    if errors:
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(_explain(errors[0]) + more, where=where)
+    for name in PLANNED:
+        if name in data:
+            raise ConfigError(
+                f"[{name}]: the {PLANNED[name]} connector is not available in this version of "
+                "commsaudit yet",
+                where=where,
+                hint=f"remove the [{name}] section, or try `commsaudit audit --demo`",
+            )
+
+    evidence_data = data.get("evidence", {})
+    evidence = EvidenceConfig(
+        out=_resolve(base_dir, evidence_data.get("out", "commsaudit-out")),
+        signing_key_file=(
+            _resolve(base_dir, evidence_data["signing_key_file"])
+            if "signing_key_file" in evidence_data
+            else None
+        ),
+        signing_key_env=evidence_data.get("signing_key_env", DEFAULT_SIGNING_KEY_ENV),
+        require_signature=evidence_data.get("require_signature", False),
+        secret_env=list(evidence_data.get("secret_env", [])),
+    )
+    policies_data = data.get("policies", {})
+    policies = PoliciesConfig(
+        profile=policies_data.get("profile", DEFAULT_PROFILE),
+        paths=[_resolve(base_dir, p) for p in policies_data.get("paths", [])],
+        validator=policies_data.get("validator", "auto"),
+        controls=list(policies_data.get("controls", [])),
+        skip_controls=list(policies_data.get("skip_controls", [])),
+        parameters=dict(policies_data.get("parameters", {})),
+    )
+    waivers = [Waiver.from_json(w, i) for i, w in enumerate(data.get("waivers", []))]
+    connectors = {name: data[name] for name in CONNECTORS if name in data}
+    return Config(
+        path=path,
+        base_dir=base_dir,
+        connectors=connectors,
+        evidence=evidence,
+        policies=policies,
+        waivers=waivers,
+    )
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the config file: {exc.strerror}",
+            where=str(path),
+            hint="pass --config FILE, or run `commsaudit audit --demo` to try the sample",
+        ) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", where=str(path)) from exc
+    return parse_config(data, path, path.parent.resolve())
+
+
+def default_config(base_dir: Path) -> Config:
+    return parse_config({}, None, base_dir)

@@ -1,0 +1,1 @@
+"""The evidence bundle: a signed zip an auditor can check with or without commsaudit."""

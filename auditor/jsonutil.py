@@ -1,0 +1,98 @@
+"""JSON helpers shared by the engine, the bundle and the reports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+# JSON documents are dicts, lists and scalars from json.loads: typing them more tightly buys
+# nothing but casts.
+JSON = Any
+
+
+def dumps_canonical(value: JSON) -> str:
+    """Stable text for hashing and comparing: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps_pretty(value: JSON) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pointer(parts: Iterable[str | int]) -> str:
+    """RFC 6901 JSON Pointer for a path of keys and indexes."""
+    out = []
+    for part in parts:
+        text = str(part).replace("~", "~0").replace("/", "~1")
+        out.append("/" + text)
+    return "".join(out)
+
+
+def pointer_parts(ptr: str) -> list[str]:
+    if ptr == "":
+        return []
+    if not ptr.startswith("/"):
+        raise ValueError(f"JSON pointer must be empty or start with '/': {ptr!r}")
+    return [p.replace("~1", "/").replace("~0", "~") for p in ptr[1:].split("/")]
+
+
+def resolve_pointer(document: JSON, ptr: str) -> JSON:
+    """The value at `ptr`; KeyError when it does not exist."""
+    node = document
+    for part in pointer_parts(ptr):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise KeyError(ptr)
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if part not in node:
+                raise KeyError(ptr)
+            node = node[part]
+        else:
+            raise KeyError(ptr)
+    return node
+
+
+def expand_pointer(document: JSON, pattern: str) -> list[tuple[str, JSON]]:
+    """Every (pointer, value) matching `pattern`, where a `*` segment matches each array index
+    or object key. Pointers that do not exist are skipped."""
+    matches: list[tuple[list[str | int], JSON]] = [([], document)]
+    for part in pointer_parts(pattern):
+        nxt: list[tuple[list[str | int], JSON]] = []
+        for path, node in matches:
+            if part == "*":
+                if isinstance(node, list):
+                    nxt.extend(([*path, i], item) for i, item in enumerate(node))
+                elif isinstance(node, dict):
+                    nxt.extend(([*path, k], v) for k, v in node.items())
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                nxt.append(([*path, int(part)], node[int(part)]))
+            elif isinstance(node, dict) and part in node:
+                nxt.append(([*path, part], node[part]))
+        matches = nxt
+    return [(pointer(path), value) for path, value in matches]
+
+
+def summarise(value: JSON, limit: int = 2000) -> JSON:
+    """`value` itself when its JSON is short, otherwise a description that still lets an auditor
+    find and check it (size and hash of the full value)."""
+    text = dumps_canonical(value)
+    if len(text) <= limit:
+        return value
+    digest = "sha256:" + sha256_hex(text.encode())
+    if isinstance(value, list):
+        return {"$summary": f"array of {len(value)} items", "$sha256": digest}
+    if isinstance(value, dict):
+        keys = sorted(value)[:20]
+        return {"$summary": f"object with {len(value)} keys", "$keys": keys, "$sha256": digest}
+    return {
+        "$summary": f"string of {len(text)} characters",
+        "$prefix": text[:200],
+        "$sha256": digest,
+    }

@@ -1,0 +1,1 @@
+"""Reports rendered from results: terminal, Markdown, HTML, JUnit, SARIF and OSCAL."""

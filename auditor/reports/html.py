@@ -1,0 +1,114 @@
+"""report.html: self-contained (no scripts, no external resources), printable, and safe: every
+piece of tenant-supplied text goes through Jinja2's autoescaping."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from auditor.reports.common import (
+    STATUS_LABELS,
+    ReportInput,
+    attention,
+    by_platform,
+    by_safeguard,
+    counts,
+    ordered,
+)
+from auditor.results import STATUSES, Evidence
+
+_EVIDENCE_SHOWN = 25
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("auditor.reports", "templates"),
+        autoescape=True,  # all templates: tenant names, reasons and values are untrusted text
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _value_text(evidence: Evidence) -> str:
+    text = json.dumps(evidence.value, ensure_ascii=False, indent=1, sort_keys=True)
+    return text if len(text) <= 1500 else text[:1499] + "…"
+
+
+def _scope_lines(scope: dict[str, Any]) -> list[str]:
+    lines = []
+    for key in ("organisations", "tenants", "accounts", "regions", "domains", "stacks"):
+        values = scope.get(key) or []
+        if values:
+            lines.append(f"{key}: {', '.join(map(str, values))}")
+    return lines
+
+
+def _ran_by_line(who: dict[str, Any]) -> str:
+    if not who:
+        return ""
+    ci = who.get("ci") or {}
+    if ci.get("provider") == "github-actions":
+        return (
+            f"GitHub Actions, {ci.get('repository')} workflow {ci.get('workflow')} "
+            f"run {ci.get('run_id')} at {ci.get('commit')}"
+        )
+    return f"{who.get('user')} on {who.get('host')}"
+
+
+def render(report: ReportInput) -> str:
+    results = report.results.results
+    findings = []
+    for i, result in enumerate(attention(results)):
+        policy = report.policy(result)
+        findings.append(
+            {
+                "result": result,
+                "anchor": f"finding-{i + 1}",
+                "rationale": policy.rationale if policy else "",
+                "evidence": [
+                    {
+                        "source": e.source,
+                        "section": e.section,
+                        "pointer": e.pointer,
+                        "value_text": _value_text(e),
+                        "message": e.message,
+                        "collected_at": e.collected_at,
+                        "raw": e.raw,
+                    }
+                    for e in result.evidence[:_EVIDENCE_SHOWN]
+                ],
+                "more_evidence": max(0, len(result.evidence) - _EVIDENCE_SHOWN),
+                "remediation_summary": policy.remediation_summary if policy else "",
+                "remediation_steps": list(policy.remediation_steps)
+                if policy and result.status in ("fail", "waived")
+                else [],
+            }
+        )
+    all_by_platform = [
+        (platform, sorted(group, key=lambda r: (r.control, r.subject)))
+        for platform, group in by_platform(ordered(results)).items()
+    ]
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            title=report.title,
+            run=report.results.run,
+            bundle_name=report.bundle_name,
+            scope_lines=_scope_lines(report.scope),
+            ran_by_line=_ran_by_line(report.ran_by),
+            statuses=STATUSES,
+            labels=STATUS_LABELS,
+            tally=counts(results),
+            safeguards=[(t, counts(g)) for t, g in by_safeguard(results).items()],
+            platforms=[(t, counts(g)) for t, g in by_platform(results).items()],
+            findings=findings,
+            all_by_platform=all_by_platform,
+            warnings=report.results.run.warnings,
+        )
+    )

@@ -1,0 +1,118 @@
+"""report.md: the summary people read first (and CI job summaries show)."""
+
+from __future__ import annotations
+
+import json
+
+from auditor.reports.common import (
+    STATUS_LABELS,
+    ReportInput,
+    attention,
+    by_safeguard,
+    counts,
+    group_by,
+    ordered,
+)
+from auditor.results import STATUSES, Evidence
+
+_EVIDENCE_SHOWN = 10
+
+
+def _cell(text: str) -> str:
+    """Table cells: one line, no pipes or markup that could break the table or inject HTML."""
+    escaped = (
+        text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    )
+    return " ".join(escaped.split())
+
+
+def _inline(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    if len(text) > 200:
+        text = text[:199] + "…"
+    return "`" + text.replace("`", "'") + "`"
+
+
+def _evidence_line(e: Evidence) -> str:
+    where = f"{e.section}{e.pointer}" if e.pointer else e.section
+    line = f"  - `{_cell(e.source)}` → `{_cell(where)}` = {_inline(e.value)}"
+    if e.message:
+        line += f" — {_cell(e.message)}"
+    return line
+
+
+def render(report: ReportInput) -> str:
+    results = report.results.results
+    run = report.results.run
+    tally = counts(results)
+    out = [f"# {_cell(report.title)}", ""]
+    out.append(
+        f"Run `{run.id}` · profile `{_cell(run.profile)}` · started {run.started_at} · "
+        f"commsaudit {run.tool_version}"
+    )
+    out.append("")
+    out.append("| " + " | ".join(STATUS_LABELS[s] for s in STATUSES) + " |")
+    out.append("|" + "---:|" * len(STATUSES))
+    out.append("| " + " | ".join(str(tally[s]) for s in STATUSES) + " |")
+    out.append("")
+
+    out.append("## By HIPAA safeguard")
+    out.append("")
+    out.append("| Safeguard | " + " | ".join(STATUS_LABELS[s] for s in STATUSES) + " |")
+    out.append("|---|" + "---:|" * len(STATUSES))
+    for title, group in by_safeguard(results).items():
+        c = counts(group)
+        out.append(f"| {title} | " + " | ".join(str(c[s]) for s in STATUSES) + " |")
+    out.append("")
+
+    findings = attention(results)
+    out.append("## Needs attention")
+    out.append("")
+    if not findings:
+        out.append("Nothing failed, errored or was waived.")
+    for result in findings:
+        policy = report.policy(result)
+        out.append(
+            f"### {STATUS_LABELS[result.status]}: `{result.control}` — {_cell(result.subject)}"
+        )
+        out.append("")
+        out.append(
+            f"**{_cell(result.title)}** · severity {result.severity} · "
+            f"{result.responsibility} responsibility · {', '.join(result.citations)}"
+        )
+        out.append("")
+        out.append(_cell(result.reason))
+        out.append("")
+        if result.evidence:
+            out.append("Evidence:")
+            out.extend(_evidence_line(e) for e in result.evidence[:_EVIDENCE_SHOWN])
+            if len(result.evidence) > _EVIDENCE_SHOWN:
+                out.append(
+                    f"  - … and {len(result.evidence) - _EVIDENCE_SHOWN} more in results.json"
+                )
+            out.append("")
+        if result.status in ("fail", "waived") and policy is not None:
+            out.append(f"Remediation: {_cell(policy.remediation_summary)}")
+            out.append("")
+            out.extend(f"{i}. {_cell(step)}" for i, step in enumerate(policy.remediation_steps, 1))
+            out.append("")
+
+    out.append("## All results")
+    out.append("")
+    for platform, group in group_by(ordered(results), "platform").items():
+        out.append(f"### {platform}")
+        out.append("")
+        out.append("| Status | Control | Subject | Severity | Citations |")
+        out.append("|---|---|---|---|---|")
+        for r in sorted(group, key=lambda r: (r.control, r.subject)):
+            out.append(
+                f"| {STATUS_LABELS[r.status]} | `{r.control}` | {_cell(r.subject)} | "
+                f"{r.severity} | {', '.join(r.citations)} |"
+            )
+        out.append("")
+    if run.warnings:
+        out.append("## Warnings")
+        out.append("")
+        out.extend(f"- {_cell(w)}" for w in run.warnings)
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,106 @@
+"""results.sarif: SARIF 2.1.0 with one rule per control, for code-scanning dashboards."""
+
+from __future__ import annotations
+
+from auditor import __version__
+from auditor.jsonutil import JSON
+from auditor.reports.common import ReportInput
+
+SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+_LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "note", "info": "note"}
+# Code scanning needs a location; the policy file is where the control is defined.
+_POLICY_URI = "policies/{id}.json"
+
+
+def render(report: ReportInput) -> dict[str, JSON]:
+    policies = list(report.policies)
+    rule_index = {p.id: i for i, p in enumerate(policies)}
+    rules = []
+    for policy in policies:
+        rules.append(
+            {
+                "id": policy.id,
+                "name": "".join(w.capitalize() for w in policy.id.replace(".", "-").split("-")),
+                "shortDescription": {"text": policy.title},
+                "fullDescription": {"text": policy.rationale},
+                "help": {
+                    "text": policy.remediation_text,
+                    "markdown": policy.remediation_summary
+                    + "\n\n"
+                    + "\n".join(f"{i}. {s}" for i, s in enumerate(policy.remediation_steps, 1)),
+                },
+                "defaultConfiguration": {"level": _LEVEL.get(policy.severity, "warning")},
+                "properties": {
+                    "tags": ["hipaa", policy.category, policy.platform, *policy.citations],
+                    "severity": policy.severity,
+                    "responsibility": policy.responsibility,
+                    "citations": list(policy.citations),
+                    "security-severity": {
+                        "critical": "9.5",
+                        "high": "8.0",
+                        "medium": "5.5",
+                        "low": "3.0",
+                        "info": "1.0",
+                    }.get(policy.severity, "5.0"),
+                },
+            }
+        )
+    sarif_results = []
+    for result in report.results.results:
+        if result.status not in ("fail", "error", "waived") or result.control not in rule_index:
+            continue
+        entry: dict[str, JSON] = {
+            "ruleId": result.control,
+            "ruleIndex": rule_index[result.control],
+            "level": _LEVEL.get(result.severity, "warning")
+            if result.status != "error"
+            else "warning",
+            "kind": "fail" if result.status != "error" else "review",
+            "message": {"text": f"{result.subject}: {result.reason}"},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": _POLICY_URI.format(id=result.control)},
+                        "region": {"startLine": 1},
+                    },
+                    "logicalLocations": [{"name": result.subject, "kind": "resource"}],
+                }
+            ],
+            "partialFingerprints": {"commsaudit/v1": f"{result.control}:{result.subject}"},
+            "properties": {"status": result.status, "subject": result.subject},
+        }
+        if result.status == "waived" and result.waiver:
+            entry["suppressions"] = [
+                {
+                    "kind": "external",
+                    "status": "accepted",
+                    "justification": f"{result.waiver.get('reason')} (approved by "
+                    f"{result.waiver.get('approved_by')}, until {result.waiver.get('expires')})",
+                }
+            ]
+        sarif_results.append(entry)
+    run = report.results.run
+    return {
+        "$schema": SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "commsaudit",
+                        "version": __version__,
+                        "rules": rules,
+                    }
+                },
+                "automationDetails": {"id": f"commsaudit/{run.profile}/{run.id}"},
+                "invocations": [
+                    {
+                        "executionSuccessful": True,
+                        "startTimeUtc": run.started_at,
+                        "endTimeUtc": run.finished_at,
+                    }
+                ],
+                "results": sarif_results,
+            }
+        ],
+    }

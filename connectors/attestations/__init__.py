@@ -1,0 +1,3 @@
+from connectors.attestations.connector import AttestationsConnector
+
+__all__ = ["AttestationsConnector"]

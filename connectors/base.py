@@ -1,0 +1,200 @@
+"""The interface every connector implements, and the context it collects through.
+
+A connector receives its config section, reads its platform (read-only), and reports through the
+`CollectContext`: the subjects it audits, every raw response as received, and the normalised
+sections the policies will read. Anything it emits before failing or running out of time is kept;
+what it did not emit becomes `error` for the controls that needed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+SectionStatus = Literal["ok", "error", "not_applicable"]
+Platform = Literal["m365", "aws", "dns", "pulumi", "org"]
+SubjectKind = Literal["tenant", "domain", "account", "region", "stack", "organisation"]
+
+T = TypeVar("T")
+
+
+class ConnectorInputError(Exception):
+    """A local input of the connector (a file named in config) is malformed. The run stops with
+    exit code 2 before anything is collected: this is the user's to fix, not a platform fault."""
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.hint = hint
+
+
+class CollectionError(Exception):
+    """Collection failed in a way a person can act on. `permission` names what is missing."""
+
+    def __init__(self, reason: str, *, permission: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permission = permission
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One response as received: kept in the bundle under `raw/<path>`."""
+
+    path: str
+    source: str
+    body: bytes
+    collected_at: dt.datetime
+    request: dict[str, Any] = field(default_factory=dict)
+    status: int | None = None
+    media_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class Section:
+    """A normalised slice of settings for one subject: what policies evaluate."""
+
+    name: str
+    platform: Platform
+    subject: str
+    status: SectionStatus
+    data: Any
+    source: str
+    collected_at: dt.datetime
+    raw: tuple[str, ...] = ()
+    reason: str | None = None
+    connector: str = ""
+
+
+@dataclass(frozen=True)
+class Permission:
+    """A least-privilege permission a connector needs, as `commsaudit permissions` prints it."""
+
+    name: str
+    why: str
+
+
+@dataclass
+class CollectContext:
+    """What a connector collects through. One per connector per run."""
+
+    connector: str
+    now: dt.datetime
+    deadline: float
+    progress: Callable[[str], None] = lambda _message: None
+    register_secret: Callable[[str], None] = lambda _value: None
+    subjects: list[tuple[Platform, SubjectKind, str]] = field(default_factory=list)
+    raw: list[RawRecord] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+
+    def add_subject(self, platform: Platform, kind: SubjectKind, subject: str) -> None:
+        entry = (platform, kind, subject)
+        if entry not in self.subjects:
+            self.subjects.append(entry)
+
+    def add_raw(self, record: RawRecord) -> str:
+        """Keep a response; returns its path in the bundle (`raw/...`, made unique if the path
+        repeats), for the sections read from it to cite."""
+        taken = {r.path for r in self.raw}
+        path = record.path
+        n = 2
+        while path in taken:
+            stem, dot, ext = record.path.rpartition(".")
+            path = f"{stem}~{n}.{ext}" if dot else f"{record.path}~{n}"
+            n += 1
+        if path != record.path:
+            record = RawRecord(
+                path=path,
+                source=record.source,
+                body=record.body,
+                collected_at=record.collected_at,
+                request=record.request,
+                status=record.status,
+                media_type=record.media_type,
+            )
+        self.raw.append(record)
+        return f"raw/{path}"
+
+    def add_section(
+        self,
+        name: str,
+        *,
+        platform: Platform,
+        subject: str,
+        data: Any,
+        source: str,
+        raw: tuple[str, ...] = (),
+        status: SectionStatus = "ok",
+        reason: str | None = None,
+        collected_at: dt.datetime | None = None,
+    ) -> None:
+        self.sections.append(
+            Section(
+                name=name,
+                platform=platform,
+                subject=subject,
+                status=status,
+                data=data,
+                source=source,
+                collected_at=collected_at or self.now,
+                raw=raw,
+                reason=reason,
+                connector=self.connector,
+            )
+        )
+
+    def remaining(self) -> float:
+        """Seconds left before the run's deadline."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking SDK call in a worker thread so other connectors keep going."""
+        return await asyncio.to_thread(fn, *args)
+
+
+class Connector(ABC):
+    """A source of evidence. Subclasses set the class attributes and implement `collect`."""
+
+    #: The config section that enables it (`[attestations]`).
+    name: ClassVar[str]
+    #: What a person calls it.
+    title: ClassVar[str]
+    #: The platforms whose sections it fills.
+    platforms: ClassVar[tuple[Platform, ...]]
+    #: JSON Schema (draft 2020-12) of its config section; unknown keys are errors.
+    config_schema: ClassVar[dict[str, Any]]
+
+    def __init__(self, config: dict[str, Any], base_dir: Path) -> None:
+        self.config = config
+        self.base_dir = base_dir
+
+    def preflight(self, now: dt.datetime) -> None:  # noqa: B027 - optional hook
+        """Check local inputs before any collection; raise ConnectorInputError if they are bad.
+        Most connectors have nothing local to check."""
+
+    def planned_subjects(self) -> list[tuple[Platform, SubjectKind, str]]:
+        """Subjects known from config alone, so a failure before discovery still names them."""
+        return []
+
+    def covered_platforms(self) -> list[Platform]:
+        """The platforms this configured instance fills: they are in the audit's scope."""
+        return list(self.platforms)
+
+    def scope(self) -> dict[str, Any]:
+        """What this connector will examine, for the manifest (no secrets)."""
+        return {}
+
+    @classmethod
+    def permissions(cls) -> list[Permission]:
+        return []
+
+    @abstractmethod
+    async def collect(self, ctx: CollectContext) -> None:
+        """Read the platform and report through `ctx`. Raise CollectionError on failure."""

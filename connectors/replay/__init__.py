@@ -1,0 +1,3 @@
+from connectors.replay.connector import ReplayConnector
+
+__all__ = ["ReplayConnector"]
