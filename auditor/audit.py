@@ -53,6 +53,7 @@ class AuditOutcome:
     bundle: Path
     report: ReportInput
     signer: Signer | None
+    redactor: Redactor
     public_key: Path | None = None
 
 
@@ -117,7 +118,9 @@ def resolve_signer(config: Config, environ: Mapping[str, str], *, ephemeral: boo
             "`commsaudit keygen` makes a key",
         )
     if ephemeral:
-        return Signer(signing.generate_key(), "a throwaway key made for this demo run")
+        return Signer(
+            signing.generate_key(), "a throwaway key made for this demo run", ephemeral=True
+        )
     return None
 
 
@@ -271,10 +274,10 @@ def run_audit(
     for report_name in ("report.md", "report.html", "junit.xml", "results.sarif", layout.RESULTS):
         write_atomically(out_dir / report_name, contents[report_name])
     public_key = None
-    if signer is not None and options.ephemeral_key:
+    if signer is not None and signer.ephemeral:
         public_key = out_dir / (name.removesuffix(".zip") + ".pub.pem")
         write_atomically(public_key, signing.public_pem(signer.key.public_key()))
-    return AuditOutcome(results, snapshot, bundle_path, report, signer, public_key)
+    return AuditOutcome(results, snapshot, bundle_path, report, signer, redactor, public_key)
 
 
 def evaluate_snapshot(

@@ -135,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
         "permissions", help="the least-privilege permissions each connector needs"
     )
     perms.add_argument("--format", choices=["text", "json"], default="text")
+    # -v also works after the command (`commsaudit audit -v`); SUPPRESS keeps the top-level count.
+    for sub in [*commands.choices.values(), *policy_commands.choices.values()]:
+        sub.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
     return parser
 
 
@@ -183,7 +186,8 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
             f"Check it: commsaudit verify {outcome.bundle} --key {outcome.public_key}"
         )
     if args.format == "json":
-        sys.stdout.write(dumps_pretty(outcome.results.to_json()))
+        # Built from redacted data already; the last net costs little.
+        sys.stdout.write(outcome.redactor.text(dumps_pretty(outcome.results.to_json())))
         sys.stdout.flush()
     return outcome.results.exit_code(strict=args.strict)
 
@@ -352,6 +356,12 @@ def _setup_logging(verbosity: int) -> None:
     )
 
 
+def _error(text: str) -> None:
+    """One unwrapped line on stderr, whatever the terminal width: errors get grepped."""
+    sys.stderr.write(f"commsaudit: {text}\n")
+    sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
@@ -360,24 +370,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _COMMANDS[args.command](args, console)
     except PolicyError as exc:
         for line in exc.problems:
-            console.print(f"commsaudit: error: {line}", markup=False, highlight=False)
+            _error(f"error: {line}")
         return 2
     except AuditError as exc:
-        console.print(f"commsaudit: error: {exc.line()}", markup=False, highlight=False)
+        _error(f"error: {exc.line()}")
         return 2
     except KeyboardInterrupt:
-        console.print("commsaudit: interrupted", markup=False)
+        _error("interrupted")
         return 130
     except Exception as exc:  # a bug: say so in one line, with the traceback only when asked
         if args.verbose:
             log.exception("unexpected error")
         redacted = Redactor.from_environment(os.environ).text(f"{type(exc).__name__}: {exc}")
-        console.print(
-            f"commsaudit: internal error: {redacted} (run with -v for the traceback, and "
-            "please report it)",
-            markup=False,
-            highlight=False,
-        )
+        _error(f"internal error: {redacted} (run with -v for the traceback, and please report it)")
         return 2
 
 

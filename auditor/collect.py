@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from auditor.redact import Redactor
 from auditor.snapshot import Snapshot, SourceStatus
@@ -108,8 +108,21 @@ async def collect_async(
         )
         for platform, kind, subject in ctx.subjects:
             snapshot.add_subject(platform, kind, subject)
-        snapshot.sections.extend(ctx.sections)
-        collection.raw.extend((connector.name, record) for record in ctx.raw)
+        # Secrets are removed here, at the source: everything downstream (snapshot, results,
+        # reports, the JSON on stdout) is built from clean data.
+        snapshot.sections.extend(
+            replace(
+                s, data=redactor.json(s.data), reason=redactor.text(s.reason) if s.reason else None
+            )
+            for s in ctx.sections
+        )
+        collection.raw.extend(
+            (
+                connector.name,
+                replace(r, body=redactor.bytes(r.body), request=redactor.json(r.request)),
+            )
+            for r in ctx.raw
+        )
     return collection
 
 

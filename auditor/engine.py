@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from auditor.jsonutil import (
@@ -184,6 +184,7 @@ class Engine:
     def __init__(self, context: EvaluationContext) -> None:
         self.context = context
         self.compiled = SchemaCache(context.backend)
+        self._sections_seen: dict[tuple[str, str], Evidence] = {}
 
     def evaluate(self, policies: PolicySet, snapshot: Snapshot) -> Evaluation:
         results: list[Result] = []
@@ -276,9 +277,8 @@ class Engine:
         tail = f"; and {more} more" if more > 0 else ""
         return f"{head}: " + "; ".join(shown) + tail
 
-    @staticmethod
     def _pass_evidence(
-        policy: Policy, sections: dict[str, Section], instance: JSON
+        self, policy: Policy, sections: dict[str, Section], instance: JSON
     ) -> list[Evidence]:
         evidence: list[Evidence] = []
         if policy.evidence_pointers:
@@ -288,8 +288,18 @@ class Engine:
                     section = sections.get(prop) or next(iter(sections.values()))
                     evidence.append(_evidence(section, inner, value))
         if not evidence:
-            evidence = [_evidence(s, "", s.data) for s in sections.values()]
+            evidence = [self._whole_section(s) for s in sections.values()]
         return evidence
+
+    def _whole_section(self, section: Section) -> Evidence:
+        """Evidence of a whole section; summarising a large one means hashing all of it, so it is
+        done once a run however many policies read the section."""
+        key = (section.name, section.subject)
+        cached = self._sections_seen.get(key)
+        if cached is None:
+            cached = _evidence(section, "", section.data)
+            self._sections_seen[key] = cached
+        return replace(cached)
 
     def _apply_waivers(self, results: list[Result]) -> list[str]:
         today = self.context.now.date()
@@ -321,7 +331,7 @@ class Engine:
             result.waiver = waiver.to_json()
             result.reason = (
                 f"waived until {waiver.expires.isoformat()}, approved by {waiver.approved_by}: "
-                f"{waiver.reason}. Underlying failure: {result.reason}"
+                f"{waiver.reason.rstrip('.')}. Underlying failure: {result.reason}"
             )
         for waiver in self.context.waivers:
             if waiver.index not in used and not waiver.expired(today):

@@ -188,7 +188,13 @@ def _schema_problems(schema: JSON, where: str, values: Mapping[str, Any]) -> lis
         jsonschema.Draft202012Validator.check_schema(substitute(schema, values))
     except jsonschema.SchemaError as exc:
         at = pointer(exc.absolute_path)
-        problems.append(f"{where}{at}: not a valid JSON Schema: {exc.message}")
+        message = exc.message
+        if exc.absolute_path and exc.absolute_path[-1] == "type":
+            message = (
+                f"{exc.instance!r} is not a JSON Schema type (array, boolean, integer, null, "
+                "number, object, string)"
+            )
+        problems.append(f"{where}{at}: not a valid JSON Schema: {message}")
     return problems
 
 
@@ -200,14 +206,17 @@ def check_document(document: JSON) -> list[str]:
         where = pointer(error.absolute_path) or "(top level)"
         message = error.message
         if error.validator == "additionalProperties":
-            allowed = ", ".join(sorted(error.schema.get("properties", {})))
+            schema = error.schema if isinstance(error.schema, dict) else {}
+            allowed = ", ".join(sorted(schema.get("properties", {})))
             message += f"; allowed: {allowed}"
         elif (
-            error.validator == "allOf"
+            error.validator == "contains"
             and error.absolute_path
             and error.absolute_path[-1] == "examples"
         ):
             message = "needs at least one example that must pass and one that must fail"
+        elif len(message) > 200:
+            message = message[:197] + "..."
         problems.append(f"{where}: {message}")
     if problems:
         return problems

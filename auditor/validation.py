@@ -37,8 +37,10 @@ class Failure:
     value: JSON
     message: str
 
-    def key(self) -> tuple[str, str, tuple[str, ...]]:
-        return (self.pointer, self.keyword, tuple(map(str, self.schema_path)))
+    def key(self) -> tuple[str, str, str]:
+        """What the failure is: where, which rule, what it says. The schema path is left out:
+        the two backends spell paths through $ref differently."""
+        return (self.pointer, self.keyword, self.message)
 
 
 class CompiledSchema(Protocol):
@@ -134,19 +136,24 @@ def describe(keyword: str, value: JSON, instance: JSON, holder: JSON) -> str:
         text = f"has {size} properties; must have {bound} {value}"
     elif keyword == "pattern":
         text = f"is {_j(instance)}; must match the pattern {value}"
-    elif keyword in ("contains", "minContains", "maxContains"):
+    elif keyword in ("contains", "minContains"):
+        least = holder.get("minContains", 1) if isinstance(holder, dict) else 1
         text = (
             "has no item that meets the requirement"
-            if keyword != "maxContains"
-            else (f"has more than {value} matching item(s)")
+            if least == 1
+            else f"has fewer than {least} items that meet the requirement"
         )
+    elif keyword == "maxContains":
+        text = f"has more than {value} items that meet the requirement"
     elif keyword == "not":
         text = f"is {_j(instance, 60)}, which is not allowed here"
     elif keyword == "anyOf":
         text = f"is {_j(instance, 60)}, which matches none of the accepted forms"
     elif keyword == "oneOf":
         text = f"is {_j(instance, 60)}, which does not match exactly one of the accepted forms"
-    elif keyword in ("additionalProperties", "unevaluatedProperties"):
+    elif keyword == "unevaluatedProperties":
+        text = "has properties that no part of the schema allows"
+    elif keyword == "additionalProperties":
         known = set(holder.get("properties", {})) if isinstance(holder, dict) else set()
         extra = sorted(set(instance) - known) if isinstance(instance, dict) else []
         text = "has properties that are not allowed" + (
@@ -166,6 +173,11 @@ def describe(keyword: str, value: JSON, instance: JSON, holder: JSON) -> str:
     return f"{text} ({description})" if isinstance(description, str) else text
 
 
+# Keywords whose failure the backends attribute differently (jsonschema blames `contains` for an
+# unmet `minContains`; jsonschema-rs blames `minContains`): one name for both.
+_SAME_RULE = {"minContains": "contains"}
+
+
 def _failure(
     root: JSON,
     path: list[str | int],
@@ -174,20 +186,29 @@ def _failure(
     fallback: str,
 ) -> Failure:
     keyword = str(schema_path[-1]) if schema_path else "false"
+    if "propertyNames" in schema_path:
+        # The backends disagree on the instance here (the name, or the object holding it).
+        return Failure(
+            pointer(path),
+            "propertyNames",
+            schema_path,
+            None,
+            "has a property name that the schema does not allow",
+        )
     found = _keyword_schema(root, schema_path) if schema_path else (root, False)
     if found is None:
         message = fallback
     else:
         holder, value = found
         message = describe(keyword, value, instance, holder)
-    return Failure(pointer(path), keyword, schema_path, instance, message)
+    return Failure(pointer(path), _SAME_RULE.get(keyword, keyword), schema_path, instance, message)
 
 
 def _dedupe(failures: list[Failure]) -> list[Failure]:
-    seen: set[tuple[str, str, tuple[str, ...], str]] = set()
+    seen: set[tuple[str, str, str]] = set()
     out = []
     for failure in failures:
-        key = (*failure.key(), failure.message)
+        key = failure.key()
         if key not in seen:
             seen.add(key)
             out.append(failure)

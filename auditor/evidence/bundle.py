@@ -26,6 +26,7 @@ ManifestBuilder = Callable[
 class Signer:
     key: Ed25519PrivateKey
     origin: str  # where the key came from, for people: never the key itself
+    ephemeral: bool = False  # made for this run only: its public key is written beside the bundle
 
     @property
     def fingerprint(self) -> str:

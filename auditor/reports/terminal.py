@@ -7,8 +7,10 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from auditor.reports.common import STATUS_LABELS, ReportInput, attention, counts, group_by
 from auditor.results import STATUSES
@@ -54,7 +56,7 @@ def render(console: Console, report: ReportInput, *, bundle: str | None = None) 
                 f"[{_STYLE[result.status]}]{label:<7}[/] [bold]{escape(result.control)}[/] "
                 f"({escape(result.subject)}, {result.severity})"
             )
-            console.print(f"        {escape(result.reason)}", overflow="fold")
+            console.print(Padding(Text(result.reason), (0, 0, 0, 8)))
         if len(findings) > _SHOWN:
             console.print(f"… and {len(findings) - _SHOWN} more: see report.md")
     for warning in report.results.run.warnings:

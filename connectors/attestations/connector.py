@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 from functools import cache
 from pathlib import Path
@@ -51,10 +52,21 @@ def _location(parts: list[str | int]) -> str:
 
 
 def _message(error: jsonschema.ValidationError) -> str:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(
+        error.instance, dict
+    ):
+        known = set(schema.get("properties", {}))
+        if error.validator == "unevaluatedProperties":
+            known |= set(attestations_schema()["$defs"]["record"]["properties"])
+        unknown = sorted(set(error.instance) - known)
+        if unknown:
+            text = f"unknown key {unknown[0]!r}"
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            return text + (f"; did you mean {close[0]!r}?" if close else "")
     if error.validator == "format" and error.validator_value == "date":
         return f"{error.instance!r} is not a valid date (expected YYYY-MM-DD)"
     if error.validator == "pattern" and isinstance(error.instance, str):
-        schema = error.schema if isinstance(error.schema, dict) else {}
         if schema.get("format") == "date":
             return f"{error.instance!r} is not a valid date (expected YYYY-MM-DD)"
         return f"{error.instance!r} does not have the expected form ({error.validator_value})"

@@ -1,0 +1,79 @@
+"""Helpers shared by the tests: run the real CLI, open and alter bundles."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+def run_cli(
+    *args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`commsaudit ARGS` in a child process, as a user would run it."""
+    full_env = dict(os.environ)
+    full_env.pop("COMMSAUDIT_SIGNING_KEY", None)
+    full_env["NO_COLOR"] = "1"
+    full_env["COLUMNS"] = "200"
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "auditor", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def members(bundle: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(bundle) as archive:
+        return {info.filename: archive.read(info) for info in archive.infolist()}
+
+
+def member_json(bundle: Path, name: str) -> Any:
+    return json.loads(members(bundle)[name])
+
+
+def rewrite(bundle: Path, target: Path, changes: dict[str, bytes | None]) -> Path:
+    """Copy a bundle with some members replaced (or removed, for None), the way someone
+    editing it with ordinary zip tools would."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            if info.filename in changes:
+                replacement = changes[info.filename]
+                if replacement is not None:
+                    dst.writestr(info.filename, replacement)
+            else:
+                dst.writestr(info.filename, src.read(info))
+        for name, content in changes.items():
+            if name not in src.namelist() and content is not None:
+                dst.writestr(name, content)
+    target.write_bytes(buffer.getvalue())
+    return target
+
+
+def data_span(bundle: Path, name: str) -> tuple[int, int]:
+    """(offset, length) of a member's compressed bytes inside the archive file."""
+    blob = bundle.read_bytes()
+    with zipfile.ZipFile(bundle) as archive:
+        info = archive.getinfo(name)
+    start = info.header_offset
+    name_len = int.from_bytes(blob[start + 26 : start + 28], "little")
+    extra_len = int.from_bytes(blob[start + 28 : start + 30], "little")
+    return start + 30 + name_len + extra_len, info.compress_size
+
+
+def flip(data: bytes, offset: int) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1 :]

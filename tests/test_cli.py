@@ -1,0 +1,120 @@
+"""The smaller commands: keygen, policies, permissions, evaluate, --strict."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from conftest import DemoRun
+from helpers import member_json, run_cli
+
+
+def test_keygen_writes_a_private_key_only_its_owner_can_read(tmp_path: Path) -> None:
+    proc = run_cli("keygen", "--out", tmp_path / "k.pem", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    private, public = tmp_path / "k.pem", tmp_path / "k.pub.pem"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert b"PRIVATE KEY" in private.read_bytes() and b"PUBLIC KEY" in public.read_bytes()
+    assert "fingerprint: sha256:" in proc.stdout
+    again = run_cli("keygen", "--out", tmp_path / "k.pem", cwd=tmp_path)
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+
+
+def test_audit_signs_with_the_configured_key_and_verify_pins_it(tmp_path: Path) -> None:
+    run_cli("keygen", "--out", tmp_path / "k.pem", cwd=tmp_path)
+    env = {"COMMSAUDIT_SIGNING_KEY": (tmp_path / "k.pem").read_text()}
+    proc = run_cli("audit", "--demo", "--out", tmp_path / "out", cwd=tmp_path, env=env)
+    assert proc.returncode == 1
+    bundle = next((tmp_path / "out").glob("*.zip"))
+    assert not list((tmp_path / "out").glob("*.pub.pem"))  # no throwaway key when one is set
+    fingerprint = run_cli("keygen", "--out", tmp_path / "other.pem", cwd=tmp_path).stdout
+    assert member_json(bundle, "manifest.json")["signature"]["fingerprint"] not in fingerprint
+    ok = run_cli("verify", bundle, "--key", tmp_path / "k.pub.pem", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    wrong = run_cli("verify", bundle, "--key", tmp_path / "other.pub.pem", cwd=tmp_path)
+    assert wrong.returncode == 1 and "FAILED SHA256SUMS.sig" in wrong.stderr
+
+
+def test_policies_list_and_show(tmp_path: Path) -> None:
+    listing = run_cli("policies", "list", "--format", "json", "--profile", "hipaa", cwd=tmp_path)
+    ids = [p["id"] for p in json.loads(listing.stdout)]
+    assert "org.training.current" in ids and "org.compliance-audit.current" not in ids
+    shown = run_cli("policies", "show", "org.training.current", cwd=tmp_path)
+    assert json.loads(shown.stdout)["id"] == "org.training.current"
+    missing = run_cli("policies", "show", "org.nope", cwd=tmp_path)
+    assert missing.returncode == 2 and "no control has the id 'org.nope'" in missing.stderr
+
+
+def test_permissions_lists_each_connector(tmp_path: Path) -> None:
+    proc = run_cli("permissions", "--format", "json", cwd=tmp_path)
+    data = json.loads(proc.stdout)
+    assert data["attestations"]["permissions"]
+
+
+def test_evaluate_a_snapshot_offline(demo_run: DemoRun, tmp_path: Path) -> None:
+    snapshot = tmp_path / "snapshot.json"
+    snapshot.write_text(json.dumps(member_json(demo_run.bundle, "snapshot.json")))
+    proc = run_cli("evaluate", snapshot, "--format", "json", cwd=tmp_path)
+    assert proc.returncode == 1
+    statuses = {r["control"]: r["status"] for r in json.loads(proc.stdout)["results"]}
+    assert statuses["org.training.current"] == "fail"
+    # No config: no waiver, so the waived control shows its underlying failure.
+    assert statuses["org.contingency.restore-tested"] == "fail"
+    nprm = run_cli(
+        "evaluate", snapshot, "--profile", "hipaa-nprm-2025", "--format", "json", cwd=tmp_path
+    )
+    assert "org.compliance-audit.current" in {
+        r["control"] for r in json.loads(nprm.stdout)["results"]
+    }
+
+
+def test_strict_exits_2_when_a_control_is_error(tmp_path: Path) -> None:
+    snapshot = {
+        "format": "commsaudit/snapshot/v1",
+        "scope": {"org": {"organisation": ["Clinic"]}},
+        "sections": [
+            {
+                "name": "org.training",
+                "platform": "org",
+                "subject": "Clinic",
+                "status": "error",
+                "source": "attestations",
+                "reason": "file unreadable",
+                "data": None,
+            }
+        ],
+    }
+    path = tmp_path / "snapshot.json"
+    path.write_text(json.dumps(snapshot))
+    lenient = run_cli("evaluate", path, "--controls", "org.training.current", cwd=tmp_path)
+    assert lenient.returncode == 0
+    strict = run_cli(
+        "evaluate", path, "--controls", "org.training.current", "--strict", cwd=tmp_path
+    )
+    assert strict.returncode == 2
+
+
+def test_controls_filter_by_glob(tmp_path: Path) -> None:
+    proc = run_cli(
+        "audit",
+        "--demo",
+        "--controls",
+        "m365.*",
+        "--format",
+        "json",
+        "--out",
+        tmp_path,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0
+    assert {r["control"] for r in json.loads(proc.stdout)["results"]} == {
+        "m365.audit.unified-log",
+        "m365.exo.modern-auth",
+        "m365.exo.smtp-auth-disabled",
+    }
+
+
+def test_no_color_is_honoured(tmp_path: Path) -> None:
+    proc = run_cli("audit", "--demo", "--out", tmp_path, cwd=tmp_path, env={"NO_COLOR": "1"})
+    assert "\x1b[" not in proc.stderr

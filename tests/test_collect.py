@@ -1,0 +1,100 @@
+"""Connectors run concurrently under one deadline; a failing or slow one costs only its own
+sections, and what it emitted before failing is kept."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from auditor.collect import collect
+from auditor.redact import Redactor
+from connectors.base import CollectContext, CollectionError, Connector, Platform, RawRecord
+
+NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+
+
+class _Fake(Connector):
+    title: ClassVar[str] = "Fake"
+    platforms: ClassVar[tuple[Platform, ...]] = ("dns",)
+    config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+    def __init__(self, name: str, behaviour: str, delay: float = 0.0) -> None:
+        super().__init__({}, Path())
+        self.name = name  # type: ignore[misc]
+        self.behaviour = behaviour
+        self.delay = delay
+
+    async def collect(self, ctx: CollectContext) -> None:
+        ctx.add_subject("dns", "domain", f"{self.name}.example")
+        ctx.add_section(
+            "dns.first",
+            platform="dns",
+            subject=f"{self.name}.example",
+            data={"ok": True},
+            source="fake",
+        )
+        if self.behaviour == "sleep":
+            await asyncio.sleep(self.delay)
+        elif self.behaviour == "block":
+            await ctx.run_blocking(time.sleep, self.delay)
+        elif self.behaviour == "crash":
+            raise RuntimeError("boom")
+        elif self.behaviour == "denied":
+            raise CollectionError("403 Forbidden", permission="Policy.Read.All")
+        ctx.add_raw(
+            RawRecord(path=f"{self.name}/r.json", source="fake", body=b"{}", collected_at=ctx.now)
+        )
+        ctx.add_section(
+            "dns.second", platform="dns", subject=f"{self.name}.example", data={}, source="fake"
+        )
+
+
+def _run(*connectors: Connector, deadline: float = 5.0) -> Any:
+    return collect(list(connectors), now=NOW, deadline_seconds=deadline, redactor=Redactor())
+
+
+def test_connectors_run_concurrently() -> None:
+    started = time.monotonic()
+    collection = _run(_Fake("a", "sleep", 0.5), _Fake("b", "sleep", 0.5), _Fake("c", "block", 0.5))
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.2, f"three 0.5 s connectors took {elapsed:.2f} s"
+    assert all(src.status == "ok" for src in collection.snapshot.sources.values())
+    assert len(collection.snapshot.sections) == 6
+
+
+def test_a_crash_or_denial_costs_only_that_connector() -> None:
+    collection = _run(_Fake("ok", "none"), _Fake("bad", "crash"), _Fake("denied", "denied"))
+    sources = collection.snapshot.sources
+    assert sources["ok"].status == "ok"
+    assert sources["bad"].status == "error" and "RuntimeError: boom" in (sources["bad"].error or "")
+    assert sources["denied"].error == "403 Forbidden (missing permission: Policy.Read.All)"
+    names = {(s.name, s.subject) for s in collection.snapshot.sections}
+    assert ("dns.second", "ok.example") in names
+    # Emitted before the failure: kept.
+    assert ("dns.first", "bad.example") in names
+    assert ("dns.second", "bad.example") not in names
+
+
+def test_deadline_stops_a_slow_connector_and_keeps_what_it_emitted() -> None:
+    started = time.monotonic()
+    collection = _run(_Fake("fast", "none"), _Fake("slow", "sleep", 30), deadline=0.5)
+    assert time.monotonic() - started < 5
+    slow = collection.snapshot.sources["slow"]
+    assert slow.status == "error" and "deadline" in (slow.error or "")
+    assert collection.snapshot.sources["fast"].status == "ok"
+    assert ("dns.first", "slow.example") in {
+        (s.name, s.subject) for s in collection.snapshot.sections
+    }
+    assert collection.snapshot.scope["dns"]["domain"] == ["fast.example", "slow.example"]
+
+
+def test_raw_paths_are_bundle_paths_and_made_unique() -> None:
+    ctx = CollectContext(connector="x", now=NOW, deadline=time.monotonic() + 5)
+    record = RawRecord(
+        path="m365/graph/v1.0/users.json", source="graph", body=b"[]", collected_at=NOW
+    )
+    assert ctx.add_raw(record) == "raw/m365/graph/v1.0/users.json"
+    assert ctx.add_raw(record) == "raw/m365/graph/v1.0/users~2.json"

@@ -1,0 +1,93 @@
+"""The machine-readable reports in the demo bundle: JUnit, SARIF and OSCAL hang together."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from conftest import DemoRun
+from helpers import member_json, members
+
+
+def test_junit_has_one_testcase_per_control_and_subject(demo_run: DemoRun) -> None:
+    root = ET.fromstring(members(demo_run.bundle)["junit.xml"])
+    suite = root.find("testsuite")
+    assert suite is not None
+    results = demo_run.results["results"]
+    cases = suite.findall("testcase")
+    assert len(cases) == len(results) == int(suite.get("tests", "0"))
+    assert {c.get("name") for c in cases} == {f"{r['control']} [{r['subject']}]" for r in results}
+    failures = [c for c in cases if c.find("failure") is not None]
+    assert [c.get("classname") for c in failures] == ["org.training.current"]
+    assert suite.get("failures") == "1"
+    waived = next(c for c in cases if c.get("classname") == "org.contingency.restore-tested")
+    assert waived.find("skipped") is not None
+
+
+def test_sarif_has_one_rule_per_control_and_results_for_what_needs_attention(
+    demo_run: DemoRun,
+) -> None:
+    sarif = member_json(demo_run.bundle, "results.sarif")
+    assert sarif["version"] == "2.1.0"
+    run = sarif["runs"][0]
+    rules = run["tool"]["driver"]["rules"]
+    controls = sorted({r["control"] for r in demo_run.results["results"]})
+    assert [r["id"] for r in rules] == controls
+    by_rule = {r["ruleId"]: r for r in run["results"]}
+    assert set(by_rule) == {"org.training.current", "org.contingency.restore-tested"}
+    for result in run["results"]:
+        assert rules[result["ruleIndex"]]["id"] == result["ruleId"]
+        assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+    assert by_rule["org.training.current"]["level"] == "warning"  # medium severity
+    assert by_rule["org.contingency.restore-tested"]["suppressions"][0]["kind"] == "external"
+
+
+def _uuids(node: Any, key: str = "uuid") -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key and isinstance(v, str):
+                found.add(v)
+            found |= _uuids(v, key)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _uuids(item, key)
+    return found
+
+
+def test_oscal_cross_references_resolve(demo_run: DemoRun) -> None:
+    document = member_json(demo_run.bundle, "oscal/assessment-results.json")["assessment-results"]
+    result = document["results"][0]
+    observations = {o["uuid"] for o in result["observations"]}
+    resources = {r["uuid"]: r for r in document["back-matter"]["resources"]}
+    assert document["import-ap"]["href"].removeprefix("#") in resources
+    for observation in result["observations"]:
+        assert observation["methods"] == ["TEST"]
+        for evidence in observation["relevant-evidence"]:
+            assert evidence["href"].removeprefix("#") in resources
+    counted = [r for r in demo_run.results["results"] if r["status"] != "not_applicable"]
+    assert len(result["findings"]) == len(counted)
+    for finding in result["findings"]:
+        assert finding["target"]["status"]["state"] in ("satisfied", "not-satisfied")
+        for related in finding.get("related-observations", []):
+            assert related["observation-uuid"] in observations
+    # Every hash in back-matter is the hash of the bundle file it names.
+    import hashlib
+
+    content = members(demo_run.bundle)
+    for resource in resources.values():
+        for link in resource.get("rlinks", []):
+            for digest in link.get("hashes", []):
+                assert hashlib.sha256(content[link["href"]]).hexdigest() == digest["value"]
+    actors = _uuids(result.get("local-definitions", {}))
+    for observation in result["observations"]:
+        for origin in observation["origins"]:
+            assert all(a["actor-uuid"] in actors for a in origin["actors"])
+
+
+def test_markdown_report_lists_failures_with_remediation(demo_run: DemoRun) -> None:
+    report = members(demo_run.bundle)["report.md"].decode()
+    assert report.startswith("# commsaudit report: Contoso Health")
+    assert "### Fail: `org.training.current` — Contoso Health" in report
+    assert "Remediation: Run security awareness training" in report
+    assert "## By HIPAA safeguard" in report and "Administrative safeguards" in report
