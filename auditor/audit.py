@@ -15,7 +15,7 @@ from auditor import __version__
 from auditor.collect import ProgressCallback, collect
 from auditor.config import Config
 from auditor.derive import derive
-from auditor.engine import EvaluationContext, evaluate
+from auditor.engine import Evaluation, EvaluationContext, evaluate
 from auditor.errors import ConfigError, InputError
 from auditor.evidence import layout, signing
 from auditor.evidence.bundle import Signer, assemble, write_atomically, write_bundle
@@ -165,6 +165,21 @@ def raw_files(collection_raw: list[tuple[str, RawRecord]], redactor: Redactor) -
     return files
 
 
+def _evaluate(
+    config: Config, policies: PolicySet, snapshot: Snapshot, profile: str, now: dt.datetime
+) -> tuple[Evaluation, EvaluationContext]:
+    """Derived sections, then every policy, with the config's waivers and parameters."""
+    derive(snapshot)
+    context = EvaluationContext(
+        profile=profile,
+        now=now,
+        waivers=list(config.waivers),
+        parameters=config.policies.parameters,
+        backend=config.policies.validator,
+    )
+    return evaluate(policies, snapshot, context), context
+
+
 def bundle_name(started: dt.datetime, run_id: str) -> str:
     return f"commsaudit-{started.strftime('%Y%m%dT%H%M%SZ')}-{run_id[:8]}.zip"
 
@@ -199,16 +214,7 @@ def run_audit(
         progress=progress,
     )
     snapshot = collection.snapshot
-    derive(snapshot)
-
-    context = EvaluationContext(
-        profile=profile,
-        now=started,
-        waivers=list(config.waivers),
-        parameters=config.policies.parameters,
-        backend=config.policies.validator,
-    )
-    evaluation = evaluate(policies, snapshot, context)
+    evaluation, context = _evaluate(config, policies, snapshot, profile, started)
     finished = utcnow().replace(microsecond=0)
     warnings = list(evaluation.warnings)
     if signer is None:
@@ -293,15 +299,7 @@ def evaluate_snapshot(
     all_policies = load_policy_set(config)
     chosen = profile or config.policies.profile
     policies = select_policies(config, all_policies, chosen, controls, skip)
-    derive(snapshot)
-    context = EvaluationContext(
-        profile=chosen,
-        now=moment,
-        waivers=list(config.waivers),
-        parameters=config.policies.parameters,
-        backend=config.policies.validator,
-    )
-    evaluation = evaluate(policies, snapshot, context)
+    evaluation, context = _evaluate(config, policies, snapshot, chosen, moment)
     run = RunInfo(
         id=str(uuid.uuid4()),
         started_at=isoz(moment),

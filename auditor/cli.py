@@ -28,7 +28,7 @@ from auditor.errors import AuditError, ConfigError, PolicyError
 from auditor.evidence import signing
 from auditor.evidence.verify import describe, verify_bundle
 from auditor.jsonutil import dumps_pretty
-from auditor.policy import load_policy_file, policy_files
+from auditor.policy import read_policy_files
 from auditor.policytest import run_examples
 from auditor.redact import RedactingFilter, Redactor
 from auditor.reports import terminal
@@ -223,26 +223,12 @@ def _cmd_verify(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_policies(args: argparse.Namespace, console: Console) -> int:
     if args.policies_command in ("lint", "test"):
-        dirs = args.dirs or [policies_dir()]
-        problems: list[str] = []
-        count = 0
+        loaded, problems = read_policy_files(args.dirs or [policies_dir()])
+        count = len(loaded)
         failures = 0
         out = Console(highlight=False)
-        for directory in dirs:
-            try:
-                files = policy_files(directory)
-            except PolicyError as exc:
-                problems.extend(exc.problems)
-                continue
-            for path in files:
-                try:
-                    policy = load_policy_file(path)
-                except PolicyError as exc:
-                    problems.extend(exc.problems)
-                    continue
-                count += 1
-                if args.policies_command == "lint":
-                    continue
+        if args.policies_command == "test":
+            for path, policy in loaded:
                 for outcome in run_examples(policy):
                     if not outcome.ok:
                         failures += 1

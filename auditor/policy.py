@@ -403,10 +403,9 @@ class PolicySet:
                         )
 
 
-def load_policies(directories: Iterable[Path]) -> PolicySet:
-    """Policies from each directory in turn; a later directory overrides an earlier one's ids.
-    PolicyError lists every problem in every file."""
-    policies: dict[str, Policy] = {}
+def read_policy_files(directories: Iterable[Path]) -> tuple[list[tuple[Path, Policy]], list[str]]:
+    """Every policy file of each directory, in order, and every problem found on the way."""
+    loaded: list[tuple[Path, Policy]] = []
     problems: list[str] = []
     for directory in directories:
         try:
@@ -416,14 +415,19 @@ def load_policies(directories: Iterable[Path]) -> PolicySet:
             continue
         for path in files:
             try:
-                policy = load_policy_file(path)
+                loaded.append((path, load_policy_file(path)))
             except PolicyError as exc:
                 problems.extend(exc.problems)
-                continue
-            policies[policy.id] = policy
+    return loaded, problems
+
+
+def load_policies(directories: Iterable[Path]) -> PolicySet:
+    """Policies from each directory in turn; a later directory overrides an earlier one's ids.
+    PolicyError lists every problem in every file."""
+    loaded, problems = read_policy_files(directories)
     if problems:
         raise PolicyError(problems)
-    return PolicySet(policies)
+    return PolicySet({policy.id: policy for _path, policy in loaded})
 
 
 def policies_from_contents(contents: Mapping[str, bytes], where: str) -> PolicySet:

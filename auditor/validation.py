@@ -10,6 +10,7 @@ reads the same whichever backend found it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -204,10 +205,16 @@ def _failure(
     return Failure(pointer(path), _SAME_RULE.get(keyword, keyword), schema_path, instance, message)
 
 
-def _dedupe(failures: list[Failure]) -> list[Failure]:
+_RawError = tuple[list[str | int], tuple[str | int, ...], JSON, str]
+
+
+def _collect(root: JSON, errors: Iterable[_RawError]) -> list[Failure]:
+    """Failures from a backend's (instance path, schema path, instance, message) tuples, in
+    order, without repeats (a backend may report one missing property per `required` entry)."""
     seen: set[tuple[str, str, str]] = set()
     out = []
-    for failure in failures:
+    for path, schema_path, instance, message in errors:
+        failure = _failure(root, path, schema_path, instance, message)
         key = failure.key()
         if key not in seen:
             seen.add(key)
@@ -227,17 +234,13 @@ class ReferenceSchema:
         return bool(self._validator.is_valid(instance))
 
     def failures(self, instance: JSON) -> list[Failure]:
-        return _dedupe(
-            [
-                _failure(
-                    self.schema,
-                    list(error.absolute_path),
-                    tuple(error.absolute_schema_path),
-                    error.instance,
-                    error.message,
-                )
-                for error in self._validator.iter_errors(instance)
-            ]
+        errors = self._validator.iter_errors(instance)
+        return _collect(
+            self.schema,
+            (
+                (list(e.absolute_path), tuple(e.absolute_schema_path), e.instance, e.message)
+                for e in errors
+            ),
         )
 
 
@@ -254,17 +257,10 @@ class RustSchema:
         return bool(self._validator.is_valid(instance))
 
     def failures(self, instance: JSON) -> list[Failure]:
-        return _dedupe(
-            [
-                _failure(
-                    self.schema,
-                    list(error.instance_path),
-                    tuple(error.schema_path),
-                    error.instance,
-                    error.message,
-                )
-                for error in self._validator.iter_errors(instance)
-            ]
+        errors = self._validator.iter_errors(instance)
+        return _collect(
+            self.schema,
+            ((list(e.instance_path), tuple(e.schema_path), e.instance, e.message) for e in errors),
         )
 
 

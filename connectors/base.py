@@ -9,7 +9,9 @@ what it did not emit becomes `error` for the controls that needed it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -93,6 +95,12 @@ class CollectContext:
     subjects: list[tuple[Platform, SubjectKind, str]] = field(default_factory=list)
     raw: list[RawRecord] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)
+    #: Blocking calls in flight at once for this connector.
+    max_blocking: int = 16
+    _blocking_slots: asyncio.Semaphore = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._blocking_slots = asyncio.Semaphore(self.max_blocking)
 
     def add_subject(self, platform: Platform, kind: SubjectKind, subject: str) -> None:
         entry = (platform, kind, subject)
@@ -155,8 +163,35 @@ class CollectContext:
         return max(0.0, self.deadline - time.monotonic())
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking SDK call in a worker thread so other connectors keep going."""
-        return await asyncio.to_thread(fn, *args)
+        """Run a blocking SDK call in a worker thread so other connectors keep going.
+
+        The thread is a daemon of its own, not one of asyncio's default executor: when the run's
+        deadline passes, the run ends and the process can exit even if an SDK call never returns
+        (asyncio.run would otherwise wait for that thread at shutdown)."""
+        async with self._blocking_slots:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[T] = loop.create_future()
+
+            def settle(value: T | None, error: BaseException | None) -> None:
+                if future.done():
+                    return  # the caller gave up (deadline) before the call returned
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(value)  # type: ignore[arg-type]
+
+            def work() -> None:
+                try:
+                    value = fn(*args)
+                except BaseException as exc:  # handed to the awaiting coroutine as is
+                    outcome: tuple[T | None, BaseException | None] = (None, exc)
+                else:
+                    outcome = (value, None)
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                    loop.call_soon_threadsafe(settle, *outcome)
+
+            threading.Thread(target=work, name=f"commsaudit-{self.connector}", daemon=True).start()
+            return await future
 
 
 class Connector(ABC):
