@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import jsonschema
@@ -215,11 +215,45 @@ def _collect(root: JSON, errors: Iterable[_RawError]) -> list[Failure]:
     out = []
     for path, schema_path, instance, message in errors:
         failure = _failure(root, path, schema_path, instance, message)
-        key = failure.key()
-        if key not in seen:
-            seen.add(key)
-            out.append(failure)
+        found = [failure]
+        if failure.keyword == "contains" and isinstance(instance, list):
+            found += _why_no_item_counts(root, path, schema_path, instance)
+        for item in found:
+            key = item.key()
+            if key not in seen:
+                seen.add(key)
+                out.append(item)
     return out
+
+
+# How many items of a failed `contains` are explained item by item.
+_EXPLAINED_ITEMS = 20
+
+
+def _why_no_item_counts(
+    root: JSON, path: list[str | int], schema_path: tuple[str | int, ...], items: list[JSON]
+) -> list[Failure]:
+    """For "no item meets the requirement", say why each item does not: evidence that points at
+    the offending values (a report-only state, an unexpected exclusion) rather than at the list.
+    Always worked out with the reference validator, so both backends explain alike."""
+    if schema_path and schema_path[-1] == "minContains":  # jsonschema-rs blames the count
+        schema_path = (*schema_path[:-1], "contains")
+    found = _keyword_schema(root, schema_path)
+    if found is None or not isinstance(found[1], dict | bool):
+        return []
+    requirement = jsonschema.Draft202012Validator(root).evolve(schema=found[1])
+    explained = []
+    for index, item in enumerate(items[:_EXPLAINED_ITEMS]):
+        for error in requirement.iter_errors(item):
+            inner = _failure(
+                root,
+                [*path, index, *error.absolute_path],
+                (*schema_path, *error.absolute_schema_path),
+                error.instance,
+                error.message,
+            )
+            explained.append(replace(inner, message=f"does not count: {inner.message}"))
+    return explained
 
 
 class ReferenceSchema:
