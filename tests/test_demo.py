@@ -28,7 +28,7 @@ def test_demo_json_is_results_v1_with_every_kind_of_verdict(demo_run: DemoRun) -
     assert {"pass", "fail", "waived", "inherited"} <= statuses
     by_id = {r["control"]: r for r in results["results"]}
     assert by_id["org.training.current"]["status"] == "fail"
-    assert by_id["org.contingency.restore-tested"]["status"] == "waived"
+    assert by_id["m365.retention.teams"]["status"] == "waived"
     assert by_id["provider.microsoft.baa"]["status"] == "inherited"
     assert by_id["m365.exo.smtp-auth-disabled"]["status"] == "pass"
     summary = results["summary"]

@@ -20,7 +20,7 @@ def test_junit_has_one_testcase_per_control_and_subject(demo_run: DemoRun) -> No
     failures = [c for c in cases if c.find("failure") is not None]
     assert [c.get("classname") for c in failures] == ["org.training.current"]
     assert suite.get("failures") == "1"
-    waived = next(c for c in cases if c.get("classname") == "org.contingency.restore-tested")
+    waived = next(c for c in cases if c.get("classname") == "m365.retention.teams")
     assert waived.find("skipped") is not None
 
 
@@ -34,12 +34,12 @@ def test_sarif_has_one_rule_per_control_and_results_for_what_needs_attention(
     controls = sorted({r["control"] for r in demo_run.results["results"]})
     assert [r["id"] for r in rules] == controls
     by_rule = {r["ruleId"]: r for r in run["results"]}
-    assert set(by_rule) == {"org.training.current", "org.contingency.restore-tested"}
+    assert set(by_rule) == {"org.training.current", "m365.retention.teams"}
     for result in run["results"]:
         assert rules[result["ruleIndex"]]["id"] == result["ruleId"]
         assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
     assert by_rule["org.training.current"]["level"] == "warning"  # medium severity
-    assert by_rule["org.contingency.restore-tested"]["suppressions"][0]["kind"] == "external"
+    assert by_rule["m365.retention.teams"]["suppressions"][0]["kind"] == "external"
 
 
 def _uuids(node: Any, key: str = "uuid") -> set[str]:
