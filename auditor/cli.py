@@ -4,10 +4,13 @@ not applicable), 1 a control failed (or a bundle failed verification), 2 the run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,8 @@ from auditor.reports import terminal
 from auditor.resources import policies_dir
 from auditor.snapshot import read_snapshot
 from auditor.timeutil import utcnow
+from connectors.m365.permissions import SETUP_STEPS
+from connectors.m365.sandbox.server import Faults, Sandbox
 from connectors.registry import CONNECTORS
 
 log = logging.getLogger("commsaudit")
@@ -131,12 +136,49 @@ def _parser() -> argparse.ArgumentParser:
     )
     keygen.add_argument("--force", action="store_true", help="overwrite existing key files")
 
+    sandbox = commands.add_parser(
+        "sandbox", help="serve a recorded tenant on 127.0.0.1 over HTTPS, for trying and testing"
+    )
+    sandbox_kinds = sandbox.add_subparsers(dest="sandbox_kind", required=True, metavar="KIND")
+    m365 = sandbox_kinds.add_parser("m365", help="a recorded Microsoft 365 tenant")
+    m365.add_argument("directory", type=Path, metavar="DIR", help="recorded tenant directory")
+    m365.add_argument(
+        "--port", type=int, default=0, help="first of five consecutive ports (default: any free)"
+    )
+    m365.add_argument("--latency-ms", type=int, default=0, help="delay every answer")
+    m365.add_argument("--page-size", type=int, default=100, help="items per page of a collection")
+    m365.add_argument(
+        "--throttle-every", type=int, default=0, metavar="N", help="answer every Nth request 429"
+    )
+    m365.add_argument(
+        "--auth",
+        choices=["client-secret", "certificate", "workload-identity"],
+        default="client-secret",
+        help="how the printed config signs in (all three are accepted)",
+    )
+    for fault, what in (
+        ("fail", "503"),
+        ("malformed", "200 with invalid JSON"),
+        ("drop", "a closed connection"),
+        ("forbid", "403"),
+    ):
+        m365.add_argument(
+            f"--{fault}",
+            action="append",
+            default=[],
+            metavar="GLOB",
+            help=f"answer matching recorded paths with {what} (e.g. graph/v1.0/users, exo/*)",
+        )
     perms = commands.add_parser(
         "permissions", help="the least-privilege permissions each connector needs"
     )
     perms.add_argument("--format", choices=["text", "json"], default="text")
     # -v also works after the command (`commsaudit audit -v`); SUPPRESS keeps the top-level count.
-    for sub in [*commands.choices.values(), *policy_commands.choices.values()]:
+    for sub in [
+        *commands.choices.values(),
+        *policy_commands.choices.values(),
+        *sandbox_kinds.choices.values(),
+    ]:
         sub.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
     return parser
 
@@ -167,11 +209,13 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
         controls=args.controls,
         skip_controls=args.skip_controls,
     )
-    with tempfile.TemporaryDirectory(prefix="commsaudit-demo-") as workdir:
+    with contextlib.ExitStack() as stack:
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="commsaudit-demo-"))
         if args.demo:
             if args.config is not None:
                 raise ConfigError("--demo audits the bundled sample; leave out --config")
-            config = load_config(demo.prepare(Path(workdir), utcnow().date()))
+            sandbox = stack.enter_context(demo.sandbox_for())
+            config = load_config(demo.prepare(Path(workdir), utcnow().date(), sandbox=sandbox))
             options.out = args.out or Path.cwd() / "commsaudit-out"
             options.ephemeral_key = True
             console.print("Auditing the bundled sample organisation (no credentials, no network).")
@@ -303,6 +347,41 @@ def _cmd_keygen(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
+    directory = args.directory
+    if not (directory / "tenant.json").is_file():
+        raise ConfigError(
+            f"{directory} is not a recorded tenant (no tenant.json)",
+            hint="try fixtures/tenants/contoso-health",
+        )
+    faults = Faults(
+        latency_ms=args.latency_ms,
+        throttle_every=args.throttle_every,
+        fail=tuple(args.fail),
+        malformed=tuple(args.malformed),
+        drop=tuple(args.drop),
+        forbid=tuple(args.forbid),
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with Sandbox(
+        directory,
+        faults=faults,
+        page_size=args.page_size,
+        port=args.port,
+        verbose=bool(args.verbose),
+    ) as sandbox:
+        sys.stdout.write(sandbox.config_toml(auth=args.auth))
+        if args.auth == "client-secret":
+            for name, value in sandbox.environment().items():
+                sys.stdout.write(f"export {name}={value}\n")
+        sys.stdout.flush()
+        sys.stderr.write(f"serving {directory} on 127.0.0.1; Ctrl-C stops\n")
+        stop.wait()
+    return 0
+
+
 def _cmd_permissions(args: argparse.Namespace, console: Console) -> int:
     data: dict[str, dict[str, Any]] = {
         name: {
@@ -318,6 +397,8 @@ def _cmd_permissions(args: argparse.Namespace, console: Console) -> int:
         print(f"[{name}] {entry['title']}")
         for perm in entry["permissions"]:
             print(f"  - {perm['name']}: {perm['why']}")
+        if name == "m365":
+            print(SETUP_STEPS)
     return 0
 
 
@@ -327,6 +408,7 @@ _COMMANDS = {
     "verify": _cmd_verify,
     "policies": _cmd_policies,
     "keygen": _cmd_keygen,
+    "sandbox": _cmd_sandbox,
     "permissions": _cmd_permissions,
 }
 

@@ -11,20 +11,38 @@ import re
 import shutil
 from pathlib import Path
 
-from auditor.resources import demo_dir
+from auditor.resources import demo_dir, tenants_dir
+from connectors.m365.sandbox.server import Sandbox
 
 DEMO_ORGANISATION = "contoso-health"
 _PLACEHOLDER = re.compile(r"\$\{date:([+-]\d+)\}")
+_SANDBOX = "${sandbox:m365}"
 
 
-def render_template(text: str, today: dt.date) -> str:
-    return _PLACEHOLDER.sub(
+def render_template(text: str, today: dt.date, sandbox: Sandbox | None = None) -> str:
+    text = _PLACEHOLDER.sub(
         lambda m: (today + dt.timedelta(days=int(m.group(1)))).isoformat(), text
     )
+    if _SANDBOX in text:
+        if sandbox is None:
+            raise ValueError("this sample needs a running sandbox")
+        text = text.replace(_SANDBOX, sandbox.config_toml(auth="certificate").rstrip())
+    return text
 
 
-def prepare(workdir: Path, today: dt.date, organisation: str = DEMO_ORGANISATION) -> Path:
-    """Copy the sample into `workdir`, render its templates, and return its config path."""
+def sandbox_for(organisation: str = DEMO_ORGANISATION, **kwargs: object) -> Sandbox:
+    """The sandbox serving the sample organisation's recorded Microsoft 365 tenant."""
+    return Sandbox(tenants_dir() / organisation, **kwargs)  # type: ignore[arg-type]
+
+
+def prepare(
+    workdir: Path,
+    today: dt.date,
+    organisation: str = DEMO_ORGANISATION,
+    sandbox: Sandbox | None = None,
+) -> Path:
+    """Copy the sample into `workdir`, render its templates (dates relative to `today`, the
+    running sandbox's endpoints), and return its config path."""
     source = demo_dir() / organisation
     for path in sorted(source.rglob("*")):
         if not path.is_file():
@@ -34,7 +52,7 @@ def prepare(workdir: Path, today: dt.date, organisation: str = DEMO_ORGANISATION
             target = workdir / relative.with_suffix("")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(
-                render_template(path.read_text(encoding="utf-8"), today), encoding="utf-8"
+                render_template(path.read_text(encoding="utf-8"), today, sandbox), encoding="utf-8"
             )
         else:
             target = workdir / relative

@@ -31,6 +31,11 @@ def demo_dir() -> Path:
     return _data_dir("fixtures") / "demo"
 
 
+def tenants_dir() -> Path:
+    """The recorded Microsoft 365 tenants the demo's sandbox serves."""
+    return _data_dir("fixtures") / "tenants"
+
+
 def schema_path(name: str) -> Path:
     """A JSON Schema that commsaudit itself uses (policy meta-schema, config, formats)."""
     return _PACKAGE / "schemas" / name

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from connectors.attestations import AttestationsConnector
 from connectors.base import Connector
+from connectors.m365.connector import M365Connector
 from connectors.replay import ReplayConnector
 
 CONNECTORS: dict[str, type[Connector]] = {
     AttestationsConnector.name: AttestationsConnector,
+    M365Connector.name: M365Connector,
     ReplayConnector.name: ReplayConnector,
 }
 
 # Sections the contracts define whose connectors are not in this build yet: accepted by the
 # config schema so the error can say so plainly instead of "unknown section".
 PLANNED: dict[str, str] = {
-    "m365": "Microsoft 365",
     "aws": "AWS",
     "dns": "email posture (DNS)",
     "pulumi": "Pulumi",

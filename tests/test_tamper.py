@@ -104,8 +104,9 @@ def test_consistent_tampering_of_an_unsigned_bundle_is_caught_by_reevaluation(
     work.mkdir()
     from auditor import demo as demo_module
 
-    config = demo_module.prepare(work, dt.datetime.now(dt.UTC).date())
-    run_cli("audit", "--config", config, "--out", work / "out", cwd=work)
+    with demo_module.sandbox_for() as sandbox:
+        config = demo_module.prepare(work, dt.datetime.now(dt.UTC).date(), sandbox=sandbox)
+        run_cli("audit", "--config", config, "--out", work / "out", cwd=work)
     bundle = next((work / "out").glob("*.zip"))
     content = members(bundle)
     assert layout.SIGNATURE not in content

@@ -51,6 +51,8 @@ def test_wheel_carries_the_data_the_demo_needs(wheel: Path) -> None:
         "auditor/_data/fixtures/demo/contoso-health/commsaudit.toml.tmpl",
         "auditor/_data/fixtures/demo/contoso-health/attestations.yaml.tmpl",
         "auditor/_data/fixtures/demo/contoso-health/recorded-sections.json",
+        "auditor/_data/fixtures/tenants/contoso-health/tenant.json",
+        "auditor/_data/fixtures/tenants/contoso-health/exo/Get-TransportConfig.json",
         "auditor/schemas/policy.schema.json",
         "auditor/reports/templates/report.html.j2",
         "connectors/attestations/schema.json",

@@ -1,0 +1,391 @@
+"""The Microsoft 365 connector: signs in, reads Graph and the admin API concurrently, keeps
+every answer in the recorded-tenant layout, and normalises it into `m365.*` sections."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from connectors.base import (
+    CollectContext,
+    CollectionError,
+    Connector,
+    ConnectorInputError,
+    Permission,
+    Platform,
+    RawRecord,
+)
+from connectors.m365.auth import METHODS, AuthSettings, TokenCache, build_credential
+from connectors.m365.clouds import CLOUDS, endpoints_for
+from connectors.m365.exchange import AdminApi
+from connectors.m365.fetched import Fetched
+from connectors.m365.graph import GraphReader
+from connectors.m365.http import Limits, make_clients
+from connectors.m365.normalise import M365Settings, normalise
+from connectors.m365.permissions import permissions
+
+USER_FIELDS = "id,userPrincipalName,displayName,accountEnabled,userType"
+# Collections, read page by page: (path, query).
+GRAPH_COLLECTIONS = (
+    ("users", f"$select={USER_FIELDS}&$top=999"),
+    ("reports/authenticationMethods/userRegistrationDetails", ""),
+    ("identity/conditionalAccess/policies", ""),
+    ("roleManagement/directory/roleDefinitions", ""),
+    ("roleManagement/directory/roleAssignments", ""),
+    ("domains", ""),
+)
+# Single objects, read together in $batch calls.
+GRAPH_SINGLES = (
+    "organization",
+    "policies/identitySecurityDefaultsEnforcementPolicy",
+    "policies/authorizationPolicy",
+    "policies/authenticationMethodsPolicy",
+    "admin/sharepoint/settings",
+    "security/secureScores?$top=1",
+)
+EXCHANGE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("Get-TransportConfig", {}),
+    ("Get-OrganizationConfig", {}),
+    ("Get-AdminAuditLogConfig", {}),
+    ("Get-InboundConnector", {}),
+    ("Get-OutboundConnector", {}),
+    ("Get-RemoteDomain", {}),
+    ("Get-HostedOutboundSpamFilterPolicy", {}),
+    ("Get-DkimSigningConfig", {}),
+    ("Get-IRMConfiguration", {}),
+    ("Get-OwaMailboxPolicy", {}),
+    ("Get-Mailbox", {"ResultSize": "Unlimited"}),
+    ("Get-AcceptedDomain", {}),
+)
+COMPLIANCE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("Get-DlpCompliancePolicy", {}),
+    ("Get-DlpComplianceRule", {}),
+    ("Get-RetentionComplianceRule", {}),
+    ("Get-UnifiedAuditLogRetentionPolicy", {}),
+)
+
+_ENDPOINT_KEYS = {"authority", "graph", "exchange", "compliance", "ca_bundle"}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class M365Connector(Connector):
+    name: ClassVar[str] = "m365"
+    title: ClassVar[str] = "Microsoft 365"
+    platforms: ClassVar[tuple[Platform, ...]] = ("m365",)
+    config_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["tenant_id"],
+        "properties": {
+            "tenant_id": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Tenant id or a verified domain.",
+            },
+            "client_id": {"type": "string", "minLength": 1},
+            "auth": {"enum": ["auto", *METHODS]},
+            "certificate_file": {"type": "string", "minLength": 1},
+            "certificate_password_env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+            "client_secret_env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+            "federated_token_file": {"type": "string", "minLength": 1},
+            "cloud": {"enum": sorted(CLOUDS)},
+            "break_glass_accounts": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "mfa_exceptions": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "endpoints": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    key: {"type": "string", "minLength": 1} for key in sorted(_ENDPOINT_KEYS)
+                },
+            },
+            "limits": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "per_host": {"type": "integer", "minimum": 1, "maximum": 64},
+                    "request_budget": {"type": "integer", "minimum": 1},
+                    "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+                    "retries": {"type": "integer", "minimum": 0, "maximum": 10},
+                    "backoff_seconds": {"type": "number", "minimum": 0},
+                },
+            },
+        },
+    }
+
+    def __init__(self, config: dict[str, Any], base_dir: Path) -> None:
+        super().__init__(config, base_dir)
+        self.environ: dict[str, str] = dict(os.environ)
+        self.stats: dict[str, Any] = {}
+
+    def _path(self, value: str | None) -> Path | None:
+        return (self.base_dir / value).resolve() if value else None
+
+    def preflight(self, now: dt.datetime) -> None:
+        for key in ("certificate_file", "federated_token_file"):
+            path = self._path(self.config.get(key))
+            if path is not None and not path.is_file():
+                raise ConnectorInputError(
+                    f"[m365] {key}: {path} does not exist",
+                    hint="paths are relative to the config file",
+                )
+        bundle = self.config.get("endpoints", {}).get("ca_bundle")
+        if bundle and not (self.base_dir / bundle).is_file():
+            raise ConnectorInputError(
+                f"[m365.endpoints] ca_bundle: {self.base_dir / bundle} does not exist"
+            )
+
+    def scope(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.config["tenant_id"],
+            "cloud": self.config.get("cloud", "global"),
+            "auth": self.config.get("auth", "auto"),
+            "endpoints": {
+                k: v for k, v in self.config.get("endpoints", {}).items() if k != "ca_bundle"
+            },
+            "break_glass_accounts": list(self.config.get("break_glass_accounts", [])),
+            "collection": self.stats,
+        }
+
+    @classmethod
+    def permissions(cls) -> list[Permission]:
+        return permissions()
+
+    def _settings(self) -> tuple[AuthSettings, Limits]:
+        auth = AuthSettings(
+            method=self.config.get("auth", "auto"),
+            tenant_id=self.config["tenant_id"],
+            client_id=self.config.get("client_id"),
+            certificate_file=self._path(self.config.get("certificate_file")),
+            certificate_password_env=self.config.get("certificate_password_env"),
+            client_secret_env=self.config.get("client_secret_env", "AZURE_CLIENT_SECRET"),
+            federated_token_file=self._path(self.config.get("federated_token_file")),
+        )
+        limits_config = self.config.get("limits", {})
+        limits = Limits(
+            per_host=limits_config.get("per_host", Limits.per_host),
+            budget=limits_config.get("request_budget", Limits.budget),
+            timeout_seconds=limits_config.get("timeout_seconds", Limits.timeout_seconds),
+            retries=limits_config.get("retries", Limits.retries),
+            backoff_seconds=limits_config.get("backoff_seconds", Limits.backoff_seconds),
+        )
+        return auth, limits
+
+    async def collect(self, ctx: CollectContext) -> None:
+        auth, limits = self._settings()
+        overrides = dict(self.config.get("endpoints", {}))
+        if overrides.get("ca_bundle"):
+            overrides["ca_bundle"] = str((self.base_dir / overrides["ca_bundle"]).resolve())
+        endpoints = endpoints_for(self.config.get("cloud", "global"), overrides)
+        method, credential = build_credential(auth, endpoints, self.environ)
+        tokens = TokenCache(credential, ctx.run_blocking, ctx.register_secret)
+        transport, graph_http, admin_http = make_clients(limits, endpoints.ca_bundle)
+        cloud = endpoints.cloud
+        graph = GraphReader(graph_http, tokens.token, endpoints.graph, cloud.graph_scope, _now)
+        exchange = AdminApi(
+            admin_http,
+            tokens.token,
+            kind="exo",
+            base=endpoints.exchange,
+            scope=cloud.exchange_scope,
+            tenant_id=auth.tenant_id,
+            now=_now,
+        )
+        compliance = AdminApi(
+            admin_http,
+            tokens.token,
+            kind="compliance",
+            base=endpoints.compliance,
+            scope=cloud.compliance_scope,
+            tenant_id=auth.tenant_id,
+            now=_now,
+        )
+        try:
+            ctx.progress(f"signing in ({method})")
+            await tokens.token(cloud.graph_scope)
+            ctx.progress("reading Graph, Exchange and Security & Compliance")
+            fetched = await self._read_all(graph, exchange, compliance)
+        finally:
+            await graph_http.aclose()
+            await admin_http.aclose()
+        tenant = _tenant_facts(fetched, auth.tenant_id)
+        subject = tenant["default_domain"]
+        ctx.add_subject("m365", "tenant", subject)
+        self._keep_raw(ctx, fetched, tenant, endpoints.graph, exchange, compliance)
+        settings = M365Settings(
+            break_glass=tuple(self.config.get("break_glass_accounts", [])),
+            mfa_exceptions=tuple(self.config.get("mfa_exceptions", [])),
+        )
+        for section in normalise(fetched, settings):
+            ctx.add_section(
+                section.name,
+                platform="m365",
+                subject=subject,
+                data=section.data,
+                source=section.source,
+                raw=section.raw,
+                status=section.status,  # type: ignore[arg-type]
+                reason=section.reason,
+            )
+        ctx.progress(
+            f"{transport.stats.requests} requests ({transport.stats.retries} retried), "
+            f"{tokens.requests} sign-ins"
+        )
+        self.stats = {
+            "requests": transport.stats.requests,
+            "retries": transport.stats.retries,
+            "sign_ins": tokens.requests,
+            "auth": method,
+        }
+        if not any(f.ok for f in fetched.values()):
+            raise CollectionError(_first_error(fetched))
+
+    async def _read_all(
+        self, graph: GraphReader, exchange: AdminApi, compliance: AdminApi
+    ) -> dict[str, Fetched]:
+        async def graph_part() -> list[Fetched]:
+            singles = asyncio.ensure_future(graph.batch(GRAPH_SINGLES))
+            collections = await asyncio.gather(
+                *(graph.collection(path, query) for path, query in GRAPH_COLLECTIONS)
+            )
+            found: list[Fetched] = list((await singles).values()) + list(collections)
+            policies = next(
+                (f for f in found if f.path.endswith("conditionalAccess/policies")), None
+            )
+            groups = _excluded_groups(policies)
+            if groups:
+                found += list(
+                    (
+                        await graph.batch(f"groups/{g}?$select=id,displayName" for g in groups)
+                    ).values()
+                )
+            return found
+
+        async def exchange_part() -> list[Fetched]:
+            await exchange.discover_region()
+            return list(await asyncio.gather(*(exchange.invoke(c, p) for c, p in EXCHANGE_CMDLETS)))
+
+        async def compliance_part() -> list[Fetched]:
+            calls = [compliance.invoke(c, p) for c, p in COMPLIANCE_CMDLETS]
+            calls.append(_retention_policies(compliance))
+            return list(await asyncio.gather(*calls))
+
+        parts = await asyncio.gather(graph_part(), exchange_part(), compliance_part())
+        return {f.path: f for part in parts for f in part}
+
+    def _keep_raw(
+        self,
+        ctx: CollectContext,
+        fetched: dict[str, Fetched],
+        tenant: dict[str, str],
+        graph_base: str,
+        exchange: AdminApi,
+        compliance: AdminApi,
+    ) -> None:
+        ctx.add_raw(
+            RawRecord(
+                path="m365/tenant.json",
+                source="m365:tenant",
+                collected_at=ctx.now,
+                body=json.dumps(tenant, indent=2).encode(),
+                request={"derived": "organization, domains"},
+            )
+        )
+        errors = {}
+        for path, found in sorted(fetched.items()):
+            if path.startswith("graph/"):
+                request = {"method": "GET", "url": f"{graph_base}/{path.removeprefix('graph/')}"}
+            else:
+                api = exchange if path.startswith("exo/") else compliance
+                request = {
+                    "method": "POST",
+                    "url": f"{api.region or api.base}/adminapi/beta/{api.tenant_id}/InvokeCommand",
+                    "cmdlet": path.split("/", 1)[1],
+                }
+            if found.ok:
+                ctx.add_raw(
+                    RawRecord(
+                        path=f"m365/{path}.json",
+                        source=found.source,
+                        collected_at=found.collected_at,
+                        body=json.dumps(found.data, indent=1).encode(),
+                        request=request,
+                        status=found.status,
+                    )
+                )
+            else:
+                errors[path] = {
+                    "status": found.status,
+                    "error": found.error,
+                    "request": request,
+                    "collected_at": found.collected_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+        if errors:
+            ctx.add_raw(
+                RawRecord(
+                    path="m365/_errors.json",
+                    source="m365:errors",
+                    collected_at=ctx.now,
+                    body=json.dumps(errors, indent=1).encode(),
+                    request={"derived": "failed reads"},
+                )
+            )
+
+
+async def _retention_policies(compliance: AdminApi) -> Fetched:
+    """Retention policies with their locations: one call for the usual workloads and one for
+    Teams (the cmdlet lists Teams policies only when asked), kept as one recorded answer."""
+    both = await asyncio.gather(
+        compliance.invoke("Get-RetentionCompliancePolicy", {"DistributionDetail": True}),
+        compliance.invoke(
+            "Get-RetentionCompliancePolicy", {"DistributionDetail": True, "TeamsPolicyOnly": True}
+        ),
+    )
+    failed = next((f for f in both if not f.ok), None)
+    if failed is not None:
+        return failed
+    merged: dict[str, Any] = {}
+    for found in both:
+        for policy in found.data:
+            merged.setdefault(str(policy.get("Guid") or policy.get("Identity")), policy)
+    return Fetched(both[0].path, 200, list(merged.values()), both[1].collected_at)
+
+
+def _excluded_groups(policies: Fetched | None) -> list[str]:
+    if policies is None or not policies.ok:
+        return []
+    groups: list[str] = []
+    for policy in policies.data.get("value", []):
+        users = (policy.get("conditions") or {}).get("users") or {}
+        for group in (users.get("excludeGroups") or []) + (users.get("includeGroups") or []):
+            if group not in groups:
+                groups.append(group)
+    return groups
+
+
+def _tenant_facts(fetched: dict[str, Fetched], tenant_id: str) -> dict[str, str]:
+    """tenant.json: the id, the initial (*.onmicrosoft.com) domain that names the tenant in
+    results, and its display name."""
+    organisation = fetched.get("graph/v1.0/organization")
+    facts = {"tenant_id": tenant_id, "default_domain": tenant_id, "display_name": ""}
+    if organisation is not None and organisation.ok:
+        for org in organisation.data.get("value", [])[:1]:
+            facts["tenant_id"] = org.get("id", tenant_id)
+            facts["display_name"] = org.get("displayName", "")
+            for domain in org.get("verifiedDomains", []):
+                if domain.get("isInitial"):
+                    facts["default_domain"] = domain["name"]
+    return facts
+
+
+def _first_error(fetched: dict[str, Fetched]) -> str:
+    for found in fetched.values():
+        if found.error:
+            return found.error
+    return "nothing could be read from the tenant"

@@ -1,0 +1,200 @@
+"""Microsoft Graph reads through msgraph-sdk: its request adapter, authentication provider and
+middleware, over the run's guarded httpx client. Responses are kept as raw JSON (the evidence),
+every `@odata.nextLink` is followed, and independent single-object reads share `$batch` calls."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import urllib.parse
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import httpx
+from kiota_abstractions.authentication import (
+    AccessTokenProvider,
+    AllowedHostsValidator,
+    BaseBearerTokenAuthenticationProvider,
+)
+from kiota_abstractions.method import Method
+from kiota_abstractions.request_information import RequestInformation
+from kiota_http.middleware.options import RetryHandlerOption
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph.graph_request_adapter import options as graph_options
+from msgraph.graph_service_client import GraphServiceClient
+from msgraph_core import GraphClientFactory
+
+from connectors.m365.fetched import Fetched
+from connectors.m365.permissions import graph_permission
+
+BATCH_SIZE = 20
+_ERRORS: dict[str, Any] = {"XXX": ODataError}
+
+
+class _Tokens(AccessTokenProvider):
+    def __init__(self, get: Callable[[str], Awaitable[str]], scope: str, host: str) -> None:
+        self._get = get
+        self._scope = scope
+        self._hosts = AllowedHostsValidator([host])
+
+    async def get_authorization_token(
+        self, uri: str, additional_authentication_context: dict[str, Any] | None = None
+    ) -> str:
+        return await self._get(self._scope)
+
+    def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
+        return self._hosts
+
+
+def _error_text(exc: BaseException) -> tuple[int, str]:
+    status = int(getattr(exc, "response_status_code", 0) or 0)
+    if isinstance(exc, ODataError) and exc.error is not None:
+        return status, f"{exc.error.code}: {exc.error.message}"
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return status, str(message).splitlines()[0]
+
+
+class GraphReader:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        token: Callable[[str], Awaitable[str]],
+        base: str,
+        scope: str,
+        now: Callable[[], dt.datetime],
+    ) -> None:
+        host = urllib.parse.urlsplit(base).hostname or ""
+        auth = BaseBearerTokenAuthenticationProvider(_Tokens(token, scope, host))
+        # Retries belong to the guarded transport underneath; kiota's own would double them.
+        options = dict(graph_options)
+        options[RetryHandlerOption.get_key()] = RetryHandlerOption(
+            max_retries=0, should_retry=False
+        )
+        client = GraphClientFactory.create_with_default_middleware(client=http, options=options)
+        self.adapter = GraphRequestAdapter(auth, client=client)
+        self.base = f"{base.rstrip('/')}/v1.0"
+        self.adapter.base_url = self.base
+        self.client = GraphServiceClient(request_adapter=self.adapter)
+        self._now = now
+
+    async def _get_bytes(self, url: str) -> bytes:
+        info = RequestInformation(Method.GET)
+        info.url = url
+        info.headers.try_add("Accept", "application/json")
+        body = await self.adapter.send_primitive_async(info, "bytes", _ERRORS)
+        return body or b""
+
+    def _failed(self, recorded: str, exc: BaseException) -> Fetched:
+        status, text = _error_text(exc)
+        reason = f"{recorded.removeprefix('graph/')} answered {status or 'no response'}: {text}"
+        if status == 403:
+            unlicensed = "premium" in text.lower() or "NonPremium" in text
+            hint = (
+                "the tenant lacks the licence for it (Microsoft Entra ID P1 or P2)"
+                if unlicensed
+                else "grant the app the Microsoft Graph application permission "
+                f"{graph_permission(recorded)}"
+            )
+            return Fetched(recorded, status, None, self._now(), f"{reason} ({hint})", unlicensed)
+        return Fetched(recorded, status, None, self._now(), reason)
+
+    async def collection(self, path: str, query: str = "") -> Fetched:
+        """GET `path` (e.g. `users`) and every following page; the body keeps all items in
+        `value`, as the recorded-tenant layout has them."""
+        recorded = f"graph/v1.0/{path}"
+        url: str | None = f"{self.base}/{path}" + (f"?{query}" if query else "")
+        merged: dict[str, Any] | None = None
+        pages = 0
+        try:
+            while url:
+                page = json.loads(await self._get_bytes(url))
+                pages += 1
+                if not isinstance(page, dict):
+                    raise ValueError("the answer is not a JSON object")
+                if merged is None:
+                    merged = dict(page)
+                    merged["value"] = list(page.get("value", []))
+                elif isinstance(page.get("value"), list):
+                    merged["value"].extend(page["value"])
+                url = page.get("@odata.nextLink")
+        except json.JSONDecodeError as exc:
+            return Fetched(
+                recorded,
+                200,
+                None,
+                self._now(),
+                f"{path} answered with malformed JSON on page {pages + 1}: {exc.msg}",
+            )
+        except Exception as exc:
+            return self._failed(recorded, exc)
+        assert merged is not None
+        merged.pop("@odata.nextLink", None)
+        return Fetched(recorded, 200, merged, self._now())
+
+    async def batch(self, paths: Iterable[str]) -> dict[str, Fetched]:
+        """Single-object GETs, twenty to a `$batch` call. Items that fail get their own error."""
+        wanted = list(dict.fromkeys(paths))
+        out: dict[str, Fetched] = {}
+
+        def recorded_of(path: str) -> str:
+            return f"graph/v1.0/{path.split('?', 1)[0]}"
+
+        for start in range(0, len(wanted), BATCH_SIZE):
+            chunk = wanted[start : start + BATCH_SIZE]
+            ids = {str(uuid.uuid4()): path for path in chunk}
+            payload = {
+                "requests": [{"id": i, "method": "GET", "url": f"/{p}"} for i, p in ids.items()]
+            }
+            info = RequestInformation(Method.POST)
+            info.url = f"{self.base}/$batch"
+            info.set_stream_content(json.dumps(payload).encode(), "application/json")
+            info.headers.try_add("Accept", "application/json")
+            try:
+                raw = await self.adapter.send_primitive_async(info, "bytes", _ERRORS)
+                answers = json.loads(raw or b"{}").get("responses", [])
+            except Exception as exc:
+                for path in chunk:
+                    out[path] = self._failed(recorded_of(path), exc)
+                continue
+            for answer in answers:
+                found = ids.get(str(answer.get("id")))
+                if found is None:
+                    continue
+                path = found
+                recorded = recorded_of(path)
+                status = int(answer.get("status", 0))
+                body = answer.get("body")
+                if isinstance(body, str):  # a non-JSON (or base64) body
+                    try:
+                        body = json.loads(body)
+                    except json.JSONDecodeError:
+                        out[path] = Fetched(
+                            recorded,
+                            status,
+                            None,
+                            self._now(),
+                            f"{path} answered with malformed JSON inside $batch",
+                        )
+                        continue
+                if 200 <= status < 300:
+                    out[path] = Fetched(recorded, status, body, self._now())
+                else:
+                    error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+                    failure = ODataError()
+                    failure.response_status_code = status
+                    failure.message = f"{error.get('code')}: {error.get('message')}"
+                    out[path] = self._failed(recorded, failure)
+            for path in chunk:
+                out.setdefault(
+                    path,
+                    Fetched(
+                        recorded_of(path),
+                        0,
+                        None,
+                        self._now(),
+                        f"{path} got no answer inside $batch",
+                    ),
+                )
+        return out

@@ -1,0 +1,161 @@
+"""The one async HTTP layer every Microsoft 365 request of a run goes through.
+
+It sits under both the Graph SDK (as the transport of its httpx client, below kiota's
+middleware) and the Exchange admin API client, and it enforces what must hold for all of them:
+reads only, a concurrency limit per host, retries with backoff on 429/503/504 and on dropped
+connections (honouring Retry-After), a timeout per request, and a budget of requests per run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+RETRY_STATUSES = (429, 503, 504)
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_host: int = 8
+    budget: int = 20_000
+    timeout_seconds: float = 60.0
+    retries: int = 4
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
+
+
+class ReadOnlyViolation(Exception):
+    """A request that is not a read was about to be sent: it never leaves the machine."""
+
+
+class BudgetExceeded(Exception):
+    """The run's request budget is spent."""
+
+
+def read_only_problem(request: httpx.Request) -> str | None:
+    """Why `request` is not a read, or None. GETs are reads; so are a Graph `$batch` of GETs
+    and an admin-API InvokeCommand of a Get- cmdlet (both must be POSTs)."""
+    if request.method == "GET":
+        return None
+    path = request.url.path
+    if request.method != "POST":
+        return f"{request.method} {path}"
+    try:
+        body = json.loads(request.content or b"null")
+    except (ValueError, httpx.RequestNotRead):
+        return f"POST {path} with a body that is not JSON"
+    if path.endswith("/$batch"):
+        methods = [str(r.get("method", "")).upper() for r in (body or {}).get("requests", [])]
+        bad = [m for m in methods if m != "GET"]
+        return f"$batch containing {', '.join(bad)}" if bad or not methods else None
+    if path.lower().endswith("/invokecommand"):
+        name = str(((body or {}).get("CmdletInput") or {}).get("CmdletName", ""))
+        return None if name.startswith("Get-") else f"cmdlet {name or '(none)'}"
+    return f"POST {path}"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    parsed = email.utils.parsedate_to_datetime(value)
+    return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    retries: int = 0
+    by_host: dict[str, int] = field(default_factory=dict)
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        limits: Limits,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.inner = inner
+        self.limits = limits
+        self.stats = Stats()
+        self._sleep = sleep
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    def _spend(self, host: str) -> None:
+        if self.stats.requests >= self.limits.budget:
+            raise BudgetExceeded(
+                f"the run's budget of {self.limits.budget} Microsoft 365 requests is spent; "
+                "raise [m365.limits] request_budget"
+            )
+        self.stats.requests += 1
+        self.stats.by_host[host] = self.stats.by_host.get(host, 0) + 1
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        problem = read_only_problem(request)
+        if problem is not None:
+            raise ReadOnlyViolation(f"refused to send a request that is not a read: {problem}")
+        host = request.url.netloc.decode()
+        slot = self._slots.setdefault(host, asyncio.Semaphore(self.limits.per_host))
+        attempt = 0
+        while True:
+            self._spend(host)
+            try:
+                async with slot:
+                    response = await self.inner.handle_async_request(request)
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError):
+                if attempt >= self.limits.retries:
+                    raise
+                await self._sleep(self._backoff(attempt))
+            else:
+                if response.status_code not in RETRY_STATUSES or attempt >= self.limits.retries:
+                    return response
+                await response.aread()
+                await response.aclose()
+                wait = _retry_after(response)
+                await self._sleep(
+                    min(wait, self.limits.max_backoff_seconds)
+                    if wait is not None
+                    else self._backoff(attempt)
+                )
+            attempt += 1
+            self.stats.retries += 1
+
+    def _backoff(self, attempt: int) -> float:
+        base = self.limits.backoff_seconds * (2**attempt)
+        jitter: float = 0.5 + random.random()  # noqa: S311 - spreading retries, not secrecy
+        return float(min(self.limits.max_backoff_seconds, base * jitter))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def make_clients(
+    limits: Limits, ca_bundle: str | None
+) -> tuple[GuardedTransport, httpx.AsyncClient, httpx.AsyncClient]:
+    """(the shared guarded transport, a client for the Graph SDK, a client for the admin API)."""
+    context = (
+        ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
+    )
+    inner = httpx.AsyncHTTPTransport(
+        verify=context,
+        limits=httpx.Limits(
+            max_connections=limits.per_host * 8, max_keepalive_connections=limits.per_host * 4
+        ),
+        retries=0,
+    )
+    transport = GuardedTransport(inner, limits)
+    timeout = httpx.Timeout(limits.timeout_seconds)
+    graph = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
+    admin = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
+    return transport, graph, admin

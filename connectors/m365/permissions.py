@@ -1,0 +1,84 @@
+"""The least privilege the Microsoft 365 connector needs, and which permission each read uses
+(so a 403 can name it)."""
+
+from __future__ import annotations
+
+from connectors.base import Permission
+
+# Recorded Graph path prefix -> the application permission that allows the read.
+GRAPH_PERMISSIONS: dict[str, str] = {
+    "graph/v1.0/identity/conditionalAccess": "Policy.Read.All",
+    "graph/v1.0/policies/authenticationMethodsPolicy": "Policy.Read.AuthenticationMethod",
+    "graph/v1.0/policies": "Policy.Read.All",
+    "graph/v1.0/reports/authenticationMethods": "AuditLog.Read.All",
+    "graph/v1.0/roleManagement/directory": "RoleManagement.Read.Directory",
+    "graph/v1.0/domains": "Domain.Read.All",
+    "graph/v1.0/organization": "Organization.Read.All",
+    "graph/v1.0/admin/sharepoint/settings": "SharePointTenantSettings.Read.All",
+    "graph/v1.0/security/secureScores": "SecurityEvents.Read.All",
+    "graph/v1.0/users": "User.Read.All",
+    "graph/v1.0/groups": "GroupMember.Read.All",
+}
+ADMIN_API_PERMISSION = "Exchange.ManageAsApp"
+READER_ROLE = "Global Reader"
+
+
+def graph_permission(recorded: str) -> str:
+    for prefix, permission in sorted(GRAPH_PERMISSIONS.items(), key=lambda kv: -len(kv[0])):
+        if recorded.startswith(prefix):
+            return permission
+    return "Directory.Read.All"
+
+
+def permissions() -> list[Permission]:
+    out = [
+        Permission(f"Microsoft Graph application permission {p}", why)
+        for p, why in (
+            ("Policy.Read.All", "Conditional Access, security defaults, authorization policy"),
+            ("Policy.Read.AuthenticationMethod", "authentication methods policy"),
+            ("AuditLog.Read.All", "MFA registration (userRegistrationDetails; needs Entra ID P1)"),
+            (
+                "User.Read.All",
+                "which accounts are enabled members, and break-glass accounts by name",
+            ),
+            ("GroupMember.Read.All", "names of groups excluded from Conditional Access"),
+            ("RoleManagement.Read.Directory", "directory roles and their assignments"),
+            ("Domain.Read.All", "verified domains that send mail (DKIM)"),
+            ("Organization.Read.All", "the tenant's identity"),
+            ("SharePointTenantSettings.Read.All", "SharePoint and OneDrive sharing settings"),
+            ("SecurityEvents.Read.All", "secure score, kept as extra evidence"),
+        )
+    ]
+    out += [
+        Permission(
+            f"Office 365 Exchange Online application permission {ADMIN_API_PERMISSION}",
+            "lets the app call the Exchange admin API (Get- cmdlets only)",
+        ),
+        Permission(
+            f"Microsoft Entra role {READER_ROLE} for the app's service principal",
+            "read-only access to Exchange Online and Security & Compliance settings "
+            "(or the Exchange role group View-Only Organization Management)",
+        ),
+    ]
+    return out
+
+
+SETUP_STEPS = """\
+Grant them without PowerShell (Azure CLI shown; the Entra admin center works too):
+  1. az ad app create --display-name commsaudit-reader   (note the appId)
+  2. Upload a certificate (preferred) or create a secret:
+       az ad app credential reset --id APP_ID --cert @commsaudit.crt --append
+  3. Add the Graph application permissions listed above and Exchange.ManageAsApp
+     (resource 00000002-0000-0ff1-ce00-000000000000), then grant admin consent:
+       az ad app permission admin-consent --id APP_ID
+  4. Give the app's service principal the Global Reader role:
+       az rest --method POST \\
+         --url https://graph.microsoft.com/v1.0/roleManagement/directory/roleAssignments \\
+         --body '{"principalId": "SP_OBJECT_ID", "directoryScopeId": "/",
+                  "roleDefinitionId": "f2ef992c-3afb-46b9-b7cf-a126ee74c451"}'
+  5. For GitHub Actions, add a federated credential instead of a secret:
+       az ad app federated-credential create --id APP_ID --parameters \\
+         '{"name": "github", "issuer": "https://token.actions.githubusercontent.com",
+           "subject": "repo:ORG/REPO:ref:refs/heads/main",
+           "audiences": ["api://AzureADTokenExchange"]}'
+"""

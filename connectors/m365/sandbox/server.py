@@ -1,0 +1,734 @@
+"""The sandbox server: a recorded tenant answered the way Microsoft's services answer.
+
+Five listeners on 127.0.0.1, one for each service host the connector talks to: the identity
+platform (OpenID configuration and token endpoint), Microsoft Graph, the Exchange admin API
+front door (which redirects to a "regional" listener, as the real one redirects to a regional
+host), that regional Exchange listener, and Security & Compliance. Every listener checks the
+bearer token's audience, refuses anything that is not a read, and logs what it was asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as dt
+import fnmatch
+import json
+import secrets
+import socket
+import ssl
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from connectors.m365.sandbox import jwt
+from connectors.m365.sandbox.pki import SandboxPki, make_pki
+
+ROLES = ("login", "graph", "exchange", "exchange-regional", "compliance")
+CLIENT_ID = "5e0c7d6f-1b2a-4c3d-9e8f-0a1b2c3d4e5f"
+SECRET_ENV = "COMMSAUDIT_M365_CLIENT_SECRET"  # noqa: S105 - a variable's name
+FEDERATED_ISSUER = "https://token.actions.githubusercontent.com"
+FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
+# Token scopes (per national cloud) -> the audience they grant.
+_SCOPE_AUDIENCE = {
+    "graph.microsoft.com": "graph",
+    "graph.microsoft.us": "graph",
+    "dod-graph.microsoft.us": "graph",
+    "outlook.office365.com": "exchange",
+    "outlook.office365.us": "exchange",
+    "webmail.apps.mil": "exchange",
+    "ps.compliance.protection.outlook.com": "compliance",
+    "ps.compliance.protection.office365.us": "compliance",
+    "l5.ps.compliance.protection.office365.us": "compliance",
+}
+# Graph paths that need a licence the tenant may lack: answered as the service answers then.
+_LICENSED = {
+    "graph/v1.0/reports/authenticationMethods/userRegistrationDetails": (
+        "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+        "Neither tenant is B2C or tenant doesn't have premium license",
+    ),
+    "graph/v1.0/identity/conditionalAccess/policies": (
+        "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+        "Neither tenant is B2C or tenant doesn't have premium license",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What to break, by recorded path glob (`graph/v1.0/users`, `exo/*`, `compliance/*`)."""
+
+    latency_ms: int = 0
+    throttle_every: int = 0
+    fail: tuple[str, ...] = ()
+    malformed: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+    forbid: tuple[str, ...] = ()
+
+    @staticmethod
+    def matches(globs: tuple[str, ...], path: str) -> bool:
+        return any(fnmatch.fnmatchcase(path, g) for g in globs)
+
+
+@dataclass(frozen=True)
+class Logged:
+    role: str
+    method: str
+    path: str
+    recorded: str | None
+    status: int
+    detail: str = ""
+
+
+class _Drop(Exception):
+    """Close the connection without answering."""
+
+
+@dataclass
+class _Answer:
+    status: int
+    body: Any = None
+    raw: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class RecordedTenant:
+    """A recorded-tenant directory, read once."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        info = json.loads((directory / "tenant.json").read_text(encoding="utf-8"))
+        self.tenant_id: str = info["tenant_id"]
+        self.default_domain: str = info["default_domain"]
+        self.display_name: str = info.get("display_name", "")
+        self._cache: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def body(self, recorded: str) -> Any | None:
+        with self._lock:
+            if recorded not in self._cache:
+                path = self.directory / f"{recorded}.json"
+                self._cache[recorded] = (
+                    json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+                )
+            return self._cache[recorded]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, sandbox: Sandbox, role: str, port: int, context: ssl.SSLContext) -> None:
+        self.sandbox = sandbox
+        self.role = role
+        self.context = context
+        super().__init__(("127.0.0.1", port), _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        # The handshake happens in the request thread (do_handshake_on_connect), not here.
+        return self.context.wrap_socket(sock, server_side=True), address
+
+    @property
+    def origin(self) -> str:
+        return f"https://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.server.sandbox.trace(f"{self.server.role}: {format % args}")
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _serve(self, method: str) -> None:
+        sandbox = self.server.sandbox
+        body = self._body()
+        try:
+            answer, recorded = sandbox.answer(
+                self.server, method, self.path, dict(self.headers), body
+            )
+        except _Drop:
+            sandbox.record(Logged(self.server.role, method, self.path, None, 0, "dropped"))
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        payload = (
+            answer.raw
+            if answer.raw is not None
+            else (json.dumps(answer.body).encode() if answer.body is not None else b"")
+        )
+        self.send_response(answer.status)
+        headers = {"Content-Type": "application/json; charset=utf-8", **answer.headers}
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        sandbox.record(Logged(self.server.role, method, self.path, recorded, answer.status))
+
+
+def _error(status: int, code: str, message: str) -> _Answer:
+    return _Answer(status, {"error": {"code": code, "message": message}})
+
+
+def _query(path: str) -> tuple[str, dict[str, str]]:
+    parts = urllib.parse.urlsplit(path)
+    return parts.path, dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+
+
+class Sandbox:
+    """Serve `directory` until stopped. Use as a context manager in tests."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        faults: Faults | None = None,
+        page_size: int = 100,
+        port: int = 0,
+        workdir: Path | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.tenant = RecordedTenant(directory)
+        self.faults = faults or Faults()
+        self.page_size = page_size
+        self.first_port = port
+        self.client_id = CLIENT_ID
+        self.client_secret = secrets.token_urlsafe(24)
+        self._token_key = secrets.token_bytes(32)
+        self._workdir_handle = (
+            None if workdir else tempfile.TemporaryDirectory(prefix="commsaudit-sandbox-")
+        )
+        self.workdir = workdir or Path(self._workdir_handle.name)  # type: ignore[union-attr]
+        self.pki: SandboxPki = make_pki()
+        self.files = self.pki.write(self.workdir)
+        self._oidc_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.federated_token_file = self.workdir / "federated-token.jwt"
+        self.federated_token_file.write_text(self._federated_token())
+        self.log: list[Logged] = []
+        self.refused: list[Logged] = []
+        self.verbose = verbose
+        self._count = 0
+        self._lock = threading.Lock()
+        self._servers: dict[str, _Server] = {}
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> Sandbox:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.files["server"])
+        for offset, role in enumerate(ROLES):
+            port = self.first_port + offset if self.first_port else 0
+            server = _Server(self, role, port, context)
+            self._servers[role] = server
+            thread = threading.Thread(
+                target=server.serve_forever, args=(0.05,), name=f"sandbox-{role}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        for server in self._servers.values():
+            server.shutdown()
+            server.server_close()
+        if self._workdir_handle is not None:
+            self._workdir_handle.cleanup()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def origin(self, role: str) -> str:
+        return self._servers[role].origin
+
+    # -- what the audit needs to point at it ----------------------------------------------
+    def endpoints(self) -> dict[str, str]:
+        return {
+            "authority": self.origin("login"),
+            "graph": self.origin("graph"),
+            "exchange": self.origin("exchange"),
+            "compliance": self.origin("compliance"),
+            "ca_bundle": str(self.files["ca"]),
+        }
+
+    def config_toml(self, auth: str = "client-secret") -> str:
+        """The [m365] table that points an audit here. Endpoints are an inline table, so more
+        [m365] keys (break_glass_accounts, say) can follow it."""
+        lines = [
+            "[m365]",
+            f"tenant_id = {json.dumps(self.tenant.tenant_id)}",
+            f"client_id = {json.dumps(self.client_id)}",
+            f"auth = {json.dumps(auth)}",
+        ]
+        if auth == "client-secret":
+            lines.append(f"client_secret_env = {json.dumps(SECRET_ENV)}")
+        elif auth == "certificate":
+            lines.append(f"certificate_file = {json.dumps(str(self.files['client']))}")
+        elif auth == "workload-identity":
+            lines.append(f"federated_token_file = {json.dumps(str(self.federated_token_file))}")
+        endpoints = ", ".join(f"{k} = {json.dumps(v)}" for k, v in self.endpoints().items())
+        lines.append(f"endpoints = {{ {endpoints} }}")
+        return "\n".join(lines) + "\n"
+
+    def environment(self) -> dict[str, str]:
+        return {SECRET_ENV: self.client_secret}
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def trace(self, message: str) -> None:
+        if self.verbose:
+            import sys
+
+            print(f"sandbox {message}", file=sys.stderr, flush=True)
+
+    def record(self, entry: Logged) -> None:
+        with self._lock:
+            self.log.append(entry)
+            if entry.detail.startswith("refused"):
+                self.refused.append(entry)
+
+    def requests_for(self, recorded_glob: str) -> list[Logged]:
+        return [
+            e for e in self.log if e.recorded and fnmatch.fnmatchcase(e.recorded, recorded_glob)
+        ]
+
+    # -- answering ------------------------------------------------------------------------
+    def answer(
+        self, server: _Server, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[_Answer, str | None]:
+        if self.faults.latency_ms:
+            time.sleep(self.faults.latency_ms / 1000)
+        path, query = _query(raw_path)
+        if server.role == "login":
+            return self._login(server, method, path, body), None
+        if server.role != "login" and self.faults.throttle_every:
+            with self._lock:
+                self._count += 1
+                throttled = self._count % self.faults.throttle_every == 0
+            if throttled:
+                return _Answer(
+                    429,
+                    {"error": {"code": "TooManyRequests", "message": "Too many requests"}},
+                    headers={"Retry-After": "1"},
+                ), None
+        if server.role == "graph":
+            return self._graph(server, method, path, query, headers, body)
+        return self._admin_api(server, method, path, query, headers, body)
+
+    def _refuse(self, server: _Server, method: str, path: str, why: str) -> _Answer:
+        self.record(Logged(server.role, method, path, None, 405, f"refused: {why}"))
+        return _error(405, "MethodNotAllowed", f"the sandbox is read-only: {why}")
+
+    # identity platform
+    def _login(self, server: _Server, method: str, path: str, body: bytes) -> _Answer:
+        parts = [p for p in path.split("/") if p]
+        tenant_ok = bool(parts) and parts[0] in (self.tenant.tenant_id, self.tenant.default_domain)
+        if method == "GET" and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
+            if not tenant_ok:
+                return _error(400, "invalid_tenant", f"AADSTS90002: Tenant '{parts[0]}' not found.")
+            base = f"{server.origin}/{parts[0]}"
+            return _Answer(
+                200,
+                {
+                    "token_endpoint": f"{base}/oauth2/v2.0/token",
+                    "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                    "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                    "issuer": f"{server.origin}/{self.tenant.tenant_id}/v2.0",
+                    "token_endpoint_auth_methods_supported": [
+                        "client_secret_post",
+                        "private_key_jwt",
+                        "client_secret_basic",
+                    ],
+                    "jwks_uri": f"{base}/discovery/v2.0/keys",
+                    "response_types_supported": [
+                        "code",
+                        "id_token",
+                        "code id_token",
+                        "id_token token",
+                    ],
+                    "tenant_region_scope": "NA",
+                },
+            )
+        if method == "POST" and parts[1:] == ["oauth2", "v2.0", "token"]:
+            if not tenant_ok:
+                return _Answer(
+                    400,
+                    {
+                        "error": "invalid_request",
+                        "error_description": "AADSTS90002: Tenant not found.",
+                    },
+                )
+            return self._token(server, parts[0], urllib.parse.parse_qs(body.decode()))
+        return (
+            self._refuse(server, method, path, "not an identity platform read")
+            if method != "GET"
+            else _error(404, "NotFound", path)
+        )
+
+    def _token(self, server: _Server, tenant: str, form: dict[str, list[str]]) -> _Answer:
+        def one(name: str) -> str:
+            return (form.get(name) or [""])[0]
+
+        def denied(code: str, description: str) -> _Answer:
+            return _Answer(
+                401,
+                {
+                    "error": code,
+                    "error_description": description,
+                    "error_codes": [7000215],
+                    "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+                },
+            )
+
+        if one("grant_type") != "client_credentials":
+            return _Answer(
+                400,
+                {"error": "unsupported_grant_type", "error_description": "only client_credentials"},
+            )
+        if one("client_id") != self.client_id:
+            return _Answer(
+                400,
+                {
+                    "error": "unauthorized_client",
+                    "error_description": "AADSTS700016: Application with identifier "
+                    f"'{one('client_id')}' was not found in the directory.",
+                },
+            )
+        scope = one("scope")
+        host = urllib.parse.urlsplit(scope.split()[0] if scope else "").hostname or ""
+        audience = _SCOPE_AUDIENCE.get(host)
+        if audience is None:
+            return _Answer(
+                400,
+                {
+                    "error": "invalid_scope",
+                    "error_description": "AADSTS70011: The provided value for scope "
+                    f"{scope} is not valid.",
+                },
+            )
+        token_endpoint = f"{server.origin}/{tenant}/oauth2/v2.0/token"
+        if one("client_secret"):
+            if not secrets.compare_digest(one("client_secret"), self.client_secret):
+                return denied("invalid_client", "AADSTS7000215: Invalid client secret provided.")
+            method = "client-secret"
+        elif (
+            one("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        ):
+            assertion = one("client_assertion")
+            try:
+                header, claims, _signed, _sig = jwt.split(assertion)
+                if claims.get("iss") == FEDERATED_ISSUER:
+                    self._check_federated(assertion)
+                    method = "workload-identity"
+                else:
+                    jwt.verify_assertion(
+                        assertion,
+                        self.pki.client_certificate,
+                        client_id=self.client_id,
+                        audiences={token_endpoint, token_endpoint.replace(":443", "")},
+                    )
+                    method = "certificate"
+                del header
+            except jwt.TokenError as exc:
+                return denied("invalid_client", f"AADSTS700027: Client assertion failed: {exc}")
+        else:
+            return denied(
+                "invalid_client", "AADSTS7000216: client_assertion or client_secret is required."
+            )
+        now = int(time.time())
+        token = jwt.issue(
+            self._token_key,
+            {
+                "aud": audience,
+                "tid": self.tenant.tenant_id,
+                "appid": self.client_id,
+                "iat": now,
+                "exp": now + 3600,
+                "auth": method,
+                "jti": str(uuid.uuid4()),
+            },
+        )
+        return _Answer(
+            200,
+            {
+                "token_type": "Bearer",
+                "expires_in": 3599,
+                "ext_expires_in": 3599,
+                "access_token": token,
+            },
+        )
+
+    def _federated_token(self) -> str:
+        header = jwt.b64url(
+            json.dumps({"alg": "RS256", "typ": "JWT", "kid": "sandbox-oidc"}).encode()
+        )
+        now = int(time.time())
+        claims = jwt.b64url(
+            json.dumps(
+                {
+                    "iss": FEDERATED_ISSUER,
+                    "aud": FEDERATED_AUDIENCE,
+                    "sub": "repo:example/audits:ref:refs/heads/main",
+                    "iat": now,
+                    "nbf": now,
+                    "exp": now + 3600,
+                    "jti": str(uuid.uuid4()),
+                }
+            ).encode()
+        )
+        signature = self._oidc_key.sign(
+            f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+        return f"{header}.{claims}.{jwt.b64url(signature)}"
+
+    def _check_federated(self, assertion: str) -> None:
+        header, claims, signed, signature = jwt.split(assertion)
+        public = self._oidc_key.public_key()
+        try:
+            public.verify(signature, signed, padding.PKCS1v15(), hashes.SHA256())
+        except Exception as exc:  # cryptography raises InvalidSignature
+            raise jwt.TokenError("the federated token is not signed by the trusted issuer") from exc
+        if claims.get("aud") != FEDERATED_AUDIENCE:
+            raise jwt.TokenError(f"the federated token's aud must be {FEDERATED_AUDIENCE}")
+        if float(claims.get("exp", 0)) < time.time():
+            raise jwt.TokenError("the federated token has expired")
+        del header
+
+    def _authorised(self, headers: dict[str, str], audience: str) -> _Answer | None:
+        value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        if not value.lower().startswith("bearer "):
+            return _error(401, "InvalidAuthenticationToken", "Access token is empty.")
+        try:
+            claims = jwt.check(self._token_key, value[7:].strip())
+        except jwt.TokenError as exc:
+            return _error(401, "InvalidAuthenticationToken", str(exc))
+        if claims.get("aud") != audience:
+            return _error(
+                401,
+                "InvalidAuthenticationToken",
+                f"Invalid audience: this endpoint needs a {audience} token.",
+            )
+        return None
+
+    # Microsoft Graph
+    def _graph(
+        self,
+        server: _Server,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> tuple[_Answer, str | None]:
+        problem = self._authorised(headers, "graph")
+        if problem:
+            return problem, None
+        if method == "POST" and path == "/v1.0/$batch":
+            return self._batch(server, body), None
+        if method != "GET":
+            return self._refuse(
+                server, method, path, "only GET and $batch of GETs are served"
+            ), None
+        recorded = "graph" + urllib.parse.unquote(path)
+        return self._graph_get(server, recorded, path, query), recorded
+
+    def _fault(self, recorded: str) -> _Answer | None:
+        if Faults.matches(self.faults.drop, recorded):
+            raise _Drop
+        if Faults.matches(self.faults.forbid, recorded):
+            return _error(
+                403,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            )
+        if Faults.matches(self.faults.fail, recorded):
+            return _error(503, "ServiceUnavailable", "The service is temporarily unavailable.")
+        if Faults.matches(self.faults.malformed, recorded):
+            return _Answer(200, raw=b'{"value": [{"id": "truncated')
+        return None
+
+    def _graph_get(
+        self, server: _Server, recorded: str, path: str, query: dict[str, str]
+    ) -> _Answer:
+        fault = self._fault(recorded)
+        if fault:
+            return fault
+        data = self.tenant.body(recorded)
+        if data is None:
+            code, message = _LICENSED.get(
+                recorded,
+                (
+                    "Authorization_RequestDenied",
+                    "Insufficient privileges to complete the operation.",
+                ),
+            )
+            return _error(403, code, message)
+        if not (isinstance(data, dict) and isinstance(data.get("value"), list)):
+            return _Answer(200, data)
+        size = self.page_size
+        if query.get("$top", "").isdigit():
+            size = min(size, int(query["$top"]))
+        start = int(query.get("$skiptoken", "0") or 0)
+        page = copy.copy(data)
+        page["value"] = data["value"][start : start + size]
+        page.pop("@odata.nextLink", None)
+        if start + size < len(data["value"]):
+            params = {k: v for k, v in query.items() if k != "$skiptoken"}
+            params["$skiptoken"] = str(start + size)
+            page["@odata.nextLink"] = (
+                f"{server.origin}{path}?{urllib.parse.urlencode(params, safe='$,')}"
+            )
+        return _Answer(200, page)
+
+    def _batch(self, server: _Server, body: bytes) -> _Answer:
+        try:
+            requests = json.loads(body)["requests"]
+        except (ValueError, KeyError, TypeError):
+            return _error(400, "BadRequest", "Invalid batch payload.")
+        if not isinstance(requests, list) or len(requests) > 20:
+            return _error(400, "BadRequest", "A batch holds at most 20 requests.")
+        responses = []
+        for item in requests:
+            method = str(item.get("method", "")).upper()
+            url = str(item.get("url", ""))
+            if url.startswith("https://"):
+                url = urllib.parse.urlsplit(url)._replace(scheme="", netloc="").geturl()
+            if not url.startswith("/v1.0") and not url.startswith("/beta"):
+                url = "/v1.0" + (url if url.startswith("/") else "/" + url)
+            path, query = _query(url)
+            recorded = "graph" + urllib.parse.unquote(path)
+            if method != "GET":
+                self.record(
+                    Logged("graph", method, path, recorded, 405, "refused: write inside $batch")
+                )
+                answer = _error(405, "MethodNotAllowed", "the sandbox is read-only")
+            else:
+                answer = self._graph_get(server, recorded, path, query)
+                self.record(Logged("graph", "GET", f"$batch {path}", recorded, answer.status))
+            item_body: Any = answer.body
+            if answer.raw is not None:
+                item_body = answer.raw.decode(errors="replace")
+            responses.append(
+                {
+                    "id": item.get("id"),
+                    "status": answer.status,
+                    "headers": {"Content-Type": "application/json"},
+                    "body": item_body,
+                }
+            )
+        return _Answer(200, {"responses": responses})
+
+    # Exchange / Security & Compliance admin API
+    def _admin_api(
+        self,
+        server: _Server,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> tuple[_Answer, str | None]:
+        parts = [p for p in path.split("/") if p]
+        lowered = [p.lower() for p in parts]
+        if (
+            server.role == "exchange"
+            and method == "GET"
+            and lowered[:2] == ["adminapi", "v1.0"]
+            and lowered[3:] == ["exomodulefile"]
+        ):
+            # The front door sends the client to its region.
+            location = f"{self.origin('exchange-regional')}{path}"
+            return _Answer(302, {"error": "moved"}, headers={"Location": location}), None
+        if (
+            method != "POST"
+            or lowered[:2] != ["adminapi", "beta"]
+            or lowered[3:] != ["invokecommand"]
+        ):
+            if method == "GET":
+                return _error(404, "NotFound", path), None
+            return self._refuse(
+                server, method, path, "only InvokeCommand with Get- cmdlets is served"
+            ), None
+        audience = "compliance" if server.role == "compliance" else "exchange"
+        problem = self._authorised(headers, audience)
+        if problem:
+            return problem, None
+        if parts[2] not in (self.tenant.tenant_id, self.tenant.default_domain):
+            return _error(404, "NotFound", f"tenant {parts[2]} is not served here"), None
+        if not any(k.lower() == "x-anchormailbox" for k in headers):
+            return _error(400, "BadRequest", "X-AnchorMailbox header is required."), None
+        try:
+            cmdlet_input = json.loads(body)["CmdletInput"]
+            name = str(cmdlet_input["CmdletName"])
+        except (ValueError, KeyError, TypeError):
+            return _error(400, "BadRequest", "Invalid Operation"), None
+        if not name.startswith("Get-"):
+            return self._refuse(server, method, path, f"cmdlet {name} is not a Get- cmdlet"), None
+        recorded = f"{'compliance' if audience == 'compliance' else 'exo'}/{name}"
+        fault = self._fault(recorded)
+        if fault:
+            return fault, recorded
+        data = self.tenant.body(recorded)
+        if data is None:
+            return _error(
+                403,
+                "Forbidden",
+                f"The term '{name}' is not recognized as a cmdlet the caller's role can run.",
+            ), recorded
+        prefer = next((v for k, v in headers.items() if k.lower() in ("prefer", "x-prefer")), "")
+        size = self.page_size
+        if "maxpagesize" in prefer:
+            with contextlib.suppress(ValueError):
+                size = min(size, int(prefer.split("maxpagesize", 1)[1].strip(" =")))
+        start = int(query.get("$skiptoken", "0") or 0)
+        page: dict[str, Any] = {
+            "@odata.context": f"{server.origin}/adminapi/beta/{parts[2]}"
+            "/$metadata#Collection(Exchange.GenericHashTable)",
+            "adminapi.warnings@odata.type": "#Collection(String)",
+            "@adminapi.warnings": [],
+            "value": data[start : start + size],
+        }
+        if start + size < len(data):
+            page["@odata.nextLink"] = f"{server.origin}{path}?$skiptoken={start + size}"
+        return _Answer(200, page), recorded
+
+
+@contextlib.contextmanager
+def running(directory: Path, **kwargs: Any) -> Iterator[Sandbox]:
+    sandbox = Sandbox(directory, **kwargs)
+    with sandbox:
+        yield sandbox

@@ -1,0 +1,356 @@
+"""The Microsoft 365 connector against the sandbox: azure-identity, msgraph-sdk and the admin
+API client over real HTTPS sockets on 127.0.0.1, with the faults the sandbox can inject."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.base import CollectContext, Section
+from connectors.m365.connector import M365Connector
+from connectors.m365.http import GuardedTransport, Limits, ReadOnlyViolation
+from connectors.m365.sandbox.server import SECRET_ENV, Faults, Sandbox
+
+from conftest import DemoRun
+from helpers import REPO, member_json, members, run_cli
+
+TENANTS = REPO / "fixtures" / "tenants"
+FAST = {"retries": 2, "backoff_seconds": 0.05, "timeout_seconds": 10}
+
+
+def _config(sandbox: Sandbox, auth: str, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "tenant_id": sandbox.tenant.tenant_id,
+        "client_id": sandbox.client_id,
+        "auth": auth,
+        "client_secret_env": SECRET_ENV,
+        "endpoints": sandbox.endpoints(),
+        "limits": FAST,
+    }
+    if auth == "certificate":
+        config["certificate_file"] = str(sandbox.files["client"])
+    if auth == "workload-identity":
+        config["federated_token_file"] = str(sandbox.federated_token_file)
+    config.update(extra)
+    return config
+
+
+def _collect(
+    sandbox: Sandbox, auth: str = "client-secret", **extra: Any
+) -> tuple[CollectContext, M365Connector]:
+    connector = M365Connector(_config(sandbox, auth, **extra), Path())
+    connector.environ = {SECRET_ENV: sandbox.client_secret}
+    ctx = CollectContext(
+        connector="m365", now=dt.datetime.now(dt.UTC), deadline=time.monotonic() + 120
+    )
+    asyncio.run(connector.collect(ctx))
+    return ctx, connector
+
+
+def _sections(ctx: CollectContext) -> dict[str, Section]:
+    return {s.name: s for s in ctx.sections}
+
+
+@pytest.fixture
+def fabrikam() -> Iterator[Sandbox]:
+    with Sandbox(TENANTS / "fabrikam-clinic", page_size=10) as sandbox:
+        yield sandbox
+
+
+@pytest.mark.parametrize("auth", ["client-secret", "certificate", "workload-identity"])
+def test_each_sign_in_method_reads_the_whole_tenant(fabrikam: Sandbox, auth: str) -> None:
+    ctx, connector = _collect(fabrikam, auth)
+    sections = _sections(ctx)
+    assert all(s.status == "ok" for s in sections.values()), {
+        n: s.reason for n, s in sections.items() if s.status != "ok"
+    }
+    assert ctx.subjects == [("m365", "tenant", "fabrikamclinic.onmicrosoft.com")]
+    assert connector.stats["auth"] == auth
+    # One sign-in per audience: Graph, Exchange, Security & Compliance.
+    assert connector.stats["sign_ins"] == 3
+    assert fabrikam.refused == []
+
+
+def test_pages_beyond_the_first_are_followed(fabrikam: Sandbox) -> None:
+    ctx, _ = _collect(fabrikam)
+    users = json.loads(next(r.body for r in ctx.raw if r.path == "m365/graph/v1.0/users.json"))
+    assert len(users["value"]) == 64
+    assert len(fabrikam.requests_for("graph/v1.0/users")) == 7  # 64 users, 10 a page
+    mailboxes = json.loads(next(r.body for r in ctx.raw if r.path == "m365/exo/Get-Mailbox.json"))
+    assert len(mailboxes) == 63 and len(fabrikam.requests_for("exo/Get-Mailbox")) == 7
+    assert len(_sections(ctx)["m365.exo.mailboxes"].data) == 63
+
+
+def test_policies_page_too() -> None:
+    with Sandbox(TENANTS / "contoso-health", page_size=2) as sandbox:
+        ctx, _ = _collect(sandbox, "certificate")
+        assert len(sandbox.requests_for("graph/v1.0/identity/conditionalAccess/policies")) == 2
+        assert len(_sections(ctx)["m365.entra.conditional_access"].data) == 3
+
+
+def test_single_objects_share_batch_calls_and_exchange_goes_to_its_region(
+    fabrikam: Sandbox,
+) -> None:
+    _collect(fabrikam)
+    batches = [e for e in fabrikam.log if e.role == "graph" and e.method == "POST"]
+    batched = [e for e in fabrikam.log if e.path.startswith("$batch ")]
+    assert batches and len(batched) >= 6
+    assert {e.recorded for e in batched} >= {
+        "graph/v1.0/organization",
+        "graph/v1.0/policies/authorizationPolicy",
+    }
+    invoked = {e.role for e in fabrikam.log if e.recorded and e.recorded.startswith("exo/")}
+    assert invoked == {"exchange-regional"}
+
+
+def test_throttling_is_retried_after_the_wait_it_asks_for() -> None:
+    with Sandbox(TENANTS / "fabrikam-clinic", faults=Faults(throttle_every=4)) as sandbox:
+        ctx, connector = _collect(sandbox, limits={**FAST, "retries": 4})
+        assert all(s.status == "ok" for s in ctx.sections)
+        assert sum(1 for e in sandbox.log if e.status == 429) >= 5
+        assert connector.stats["retries"] >= 5
+
+
+def test_a_failure_that_outlasts_the_retries_costs_only_its_sections() -> None:
+    with Sandbox(
+        TENANTS / "fabrikam-clinic", faults=Faults(fail=("exo/Get-TransportConfig",))
+    ) as sandbox:
+        ctx, _ = _collect(sandbox)
+    sections = _sections(ctx)
+    failed = {n for n, s in sections.items() if s.status != "ok"}
+    assert failed == {"m365.exo.transport_config"}
+    assert "exo/Get-TransportConfig answered 503" in (
+        sections["m365.exo.transport_config"].reason or ""
+    )
+
+
+def test_malformed_json_is_an_error_not_a_pass() -> None:
+    with Sandbox(
+        TENANTS / "fabrikam-clinic", faults=Faults(malformed=("graph/v1.0/domains",))
+    ) as sandbox:
+        ctx, _ = _collect(sandbox)
+    sections = _sections(ctx)
+    assert sections["m365.entra.domains"].status == "error"
+    assert "malformed JSON" in (sections["m365.entra.domains"].reason or "")
+    assert sections["m365.exo.dkim_domains"].status == "error"
+    assert sections["m365.exo.transport_config"].status == "ok"
+
+
+def test_a_dropped_connection_is_an_error_with_the_reason() -> None:
+    with Sandbox(
+        TENANTS / "fabrikam-clinic", faults=Faults(drop=("compliance/Get-DlpComplianceRule",))
+    ) as sandbox:
+        ctx, _ = _collect(sandbox)
+    dlp = _sections(ctx)["m365.purview.dlp"]
+    assert dlp.status == "error"
+    assert "compliance/Get-DlpComplianceRule answered no response" in (dlp.reason or "")
+
+
+def test_a_403_names_the_missing_permission() -> None:
+    forbid = ("graph/v1.0/policies/authorizationPolicy", "exo/Get-IRMConfiguration")
+    with Sandbox(TENANTS / "fabrikam-clinic", faults=Faults(forbid=forbid)) as sandbox:
+        ctx, _ = _collect(sandbox)
+    sections = _sections(ctx)
+    assert "Microsoft Graph application permission Policy.Read.All" in (
+        sections["m365.entra.authorization_policy"].reason or ""
+    )
+    assert "Exchange.ManageAsApp" in (sections["m365.exo.irm_configuration"].reason or "")
+
+
+def test_a_missing_licence_is_named() -> None:
+    with Sandbox(TENANTS / "fabrikam-clinic") as sandbox:
+        sandbox.tenant._cache[
+            "graph/v1.0/reports/authenticationMethods/userRegistrationDetails"
+        ] = None
+        ctx, _ = _collect(sandbox)
+    section = _sections(ctx)["m365.entra.user_registration"]
+    assert section.status == "error"
+    assert "Microsoft Entra ID P1 or P2" in (section.reason or "")
+
+
+def test_wrong_secret_is_a_readable_sign_in_error(fabrikam: Sandbox) -> None:
+    connector = M365Connector(_config(fabrikam, "client-secret"), Path())
+    connector.environ = {SECRET_ENV: "not-the-secret"}
+    ctx = CollectContext(
+        connector="m365", now=dt.datetime.now(dt.UTC), deadline=time.monotonic() + 60
+    )
+    with pytest.raises(Exception, match="client secret is wrong or expired"):
+        asyncio.run(connector.collect(ctx))
+
+
+def test_the_transport_refuses_anything_but_reads() -> None:
+    class Nowhere(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            raise AssertionError(f"{request.method} {request.url} was sent")
+
+    async def send(request: httpx.Request) -> None:
+        await GuardedTransport(Nowhere(), Limits()).handle_async_request(request)
+
+    writes = [
+        httpx.Request(
+            "PATCH", "https://graph.microsoft.com/v1.0/policies/authorizationPolicy", json={}
+        ),
+        httpx.Request(
+            "POST",
+            "https://graph.microsoft.com/v1.0/$batch",
+            json={"requests": [{"id": "1", "method": "DELETE", "url": "/users/x"}]},
+        ),
+        httpx.Request(
+            "POST",
+            "https://outlook.office365.com/adminapi/beta/t/InvokeCommand",
+            json={"CmdletInput": {"CmdletName": "Set-TransportConfig", "Parameters": {}}},
+        ),
+        httpx.Request("DELETE", "https://graph.microsoft.com/v1.0/users/x"),
+    ]
+    for request in writes:
+        with pytest.raises(ReadOnlyViolation):
+            asyncio.run(send(request))
+
+
+def test_the_connector_sends_no_write(fabrikam: Sandbox) -> None:
+    _collect(fabrikam, "certificate")
+    assert fabrikam.refused == []
+    for entry in fabrikam.log:
+        if entry.method != "GET":
+            assert entry.method == "POST"
+            assert (
+                entry.path.endswith(("/oauth2/v2.0/token", "/$batch", "/InvokeCommand"))
+                or "InvokeCommand?" in entry.path
+            )
+
+
+def test_fabrikam_audit_through_the_cli_fails_each_planted_problem(tmp_path: Path) -> None:
+    with Sandbox(TENANTS / "fabrikam-clinic", page_size=25) as sandbox:
+        config = tmp_path / "commsaudit.toml"
+        config.write_text(
+            sandbox.config_toml("client-secret") + '\n[evidence]\nout = "out"\n'
+            '[policies]\ncontrols = ["m365.*", "provider.microsoft.baa"]\n'
+        )
+        proc = run_cli(
+            "audit", "--config", config, "--format", "json", cwd=tmp_path, env=sandbox.environment()
+        )
+    assert proc.returncode == 1, proc.stderr
+    results = {r["control"]: r for r in json.loads(proc.stdout)["results"]}
+    planted = {
+        "m365.mfa.all-users": ("m365.entra.conditional_access", "/0/enforced"),
+        "m365.exo.smtp-auth-disabled": (
+            "m365.exo.transport_config",
+            "/0/SmtpClientAuthenticationDisabled",
+        ),
+        "m365.dlp.phi-protection": ("m365.purview.dlp", "/0/Mode"),
+        "m365.audit.unified-log": (
+            "m365.exo.admin_audit_log_config",
+            "/0/UnifiedAuditLogIngestionEnabled",
+        ),
+        "m365.exo.connectors-require-tls": ("m365.exo.inbound_connectors", "/0/RequireTls"),
+        "m365.exo.external-forwarding-blocked": (
+            "m365.exo.remote_domains",
+            "/0/AutoForwardEnabled",
+        ),
+    }
+    for control, (section, pointer) in planted.items():
+        result = results[control]
+        assert result["status"] == "fail", (control, result["reason"])
+        assert any(
+            e["section"] == section and e["pointer"] == pointer for e in result["evidence"]
+        ), control
+    group = next(
+        e
+        for e in results["m365.mfa.all-users"]["evidence"]
+        if e["pointer"] == "/1/unexpected_exclusions"
+    )
+    assert group["value"][0]["name"] == "Contractors"
+    # No Microsoft BAA on file: the provider control fails rather than being inherited.
+    assert results["provider.microsoft.baa"]["status"] == "fail"
+    bundle = next((tmp_path / "out").glob("*.zip"))
+    content = members(bundle)
+    assert "raw/m365/exo/Get-TransportConfig.json" in content
+    assert (
+        json.loads(content["raw/m365/tenant.json"])["default_domain"]
+        == "fabrikamclinic.onmicrosoft.com"
+    )
+    secret = sandbox.client_secret
+    assert all(secret.encode() not in data for data in content.values())
+
+
+def test_demo_audits_contoso_through_the_sandbox(demo_run: DemoRun) -> None:
+    manifest = member_json(demo_run.bundle, "manifest.json")
+    m365 = manifest["scope"]["connectors"]["m365"]
+    assert m365["status"] == "ok" and m365["scope"]["auth"] == "certificate"
+    assert m365["scope"]["endpoints"]["graph"].startswith("https://127.0.0.1:")
+    names = set(members(demo_run.bundle))
+    assert "raw/m365/graph/v1.0/identity/conditionalAccess/policies.json" in names
+    assert "raw/m365/compliance/Get-DlpCompliancePolicy.json" in names
+    statuses = {r["control"]: r["status"] for r in demo_run.results["results"]}
+    assert statuses["m365.mfa.all-users"] == "pass"
+    assert statuses["m365.retention.teams"] == "waived"
+    assert statuses["provider.microsoft.baa"] == "inherited"
+
+
+def test_sandbox_command_prints_only_the_config_and_serves_until_stopped(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "auditor",
+            "sandbox",
+            "m365",
+            str(TENANTS / "contoso-health"),
+            "--page-size",
+            "5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        while not (lines and lines[-1].startswith("export ")):
+            line = process.stdout.readline()
+            assert line, process.stderr.read() if process.stderr else "sandbox exited"
+            lines.append(line)
+        toml = "".join(line for line in lines if not line.startswith("export "))
+        env = dict(
+            line.removeprefix("export ").strip().split("=", 1)
+            for line in lines
+            if line.startswith("export ")
+        )
+        assert list(env) == [SECRET_ENV]
+        config = tmp_path / "commsaudit.toml"
+        config.write_text(
+            toml + 'break_glass_accounts = ["breakglass01@contoso-health.onmicrosoft.com"]\n'
+            '[evidence]\nout = "out"\n[policies]\ncontrols = ["m365.mfa.*"]\n'
+        )
+        proc = run_cli("audit", "--config", config, "--format", "json", cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert {r["status"] for r in json.loads(proc.stdout)["results"]} == {"pass"}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert process.returncode == 0
+
+
+def test_permissions_lists_the_least_privilege_setup(tmp_path: Path) -> None:
+    proc = run_cli("permissions", cwd=tmp_path)
+    for needle in (
+        "Policy.Read.All",
+        "AuditLog.Read.All",
+        "RoleManagement.Read.Directory",
+        "SharePointTenantSettings.Read.All",
+        "Exchange.ManageAsApp",
+        "Global Reader",
+        "az ad app permission admin-consent",
+    ):
+        assert needle in proc.stdout
