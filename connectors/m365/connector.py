@@ -25,14 +25,20 @@ from connectors.m365.exchange import AdminApi
 from connectors.m365.fetched import Fetched
 from connectors.m365.graph import GraphReader
 from connectors.m365.http import Limits, make_clients
-from connectors.m365.normalise import M365Settings, normalise
+from connectors.m365.normalise import (
+    ADMIN_API_SECTIONS,
+    SECTIONS,
+    M365Settings,
+    SectionOut,
+    normalise,
+)
 from connectors.m365.permissions import permissions
 
 USER_FIELDS = "id,userPrincipalName,displayName,accountEnabled,userType"
 # Collections, read page by page: (path, query).
 GRAPH_COLLECTIONS = (
     ("users", f"$select={USER_FIELDS}&$top=999"),
-    ("reports/authenticationMethods/userRegistrationDetails", ""),
+    ("reports/authenticationMethods/userRegistrationDetails", "$top=999"),
     ("identity/conditionalAccess/policies", ""),
     ("roleManagement/directory/roleDefinitions", ""),
     ("roleManagement/directory/roleAssignments", ""),
@@ -123,6 +129,7 @@ class M365Connector(Connector):
         super().__init__(config, base_dir)
         self.environ: dict[str, str] = dict(os.environ)
         self.stats: dict[str, Any] = {}
+        self._bodies: dict[str, bytes] = {}
 
     def _path(self, value: str | None) -> Path | None:
         return (self.base_dir / value).resolve() if value else None
@@ -206,11 +213,15 @@ class M365Connector(Connector):
             tenant_id=auth.tenant_id,
             now=_now,
         )
+        settings = M365Settings(
+            break_glass=tuple(self.config.get("break_glass_accounts", [])),
+            mfa_exceptions=tuple(self.config.get("mfa_exceptions", [])),
+        )
         try:
             ctx.progress(f"signing in ({method})")
             await tokens.token(cloud.graph_scope)
             ctx.progress("reading Graph, Exchange and Security & Compliance")
-            fetched = await self._read_all(graph, exchange, compliance)
+            fetched, early = await self._read_all(ctx, graph, exchange, compliance, settings)
         finally:
             await graph_http.aclose()
             await admin_http.aclose()
@@ -218,11 +229,9 @@ class M365Connector(Connector):
         subject = tenant["default_domain"]
         ctx.add_subject("m365", "tenant", subject)
         self._keep_raw(ctx, fetched, tenant, endpoints.graph, exchange, compliance)
-        settings = M365Settings(
-            break_glass=tuple(self.config.get("break_glass_accounts", [])),
-            mfa_exceptions=tuple(self.config.get("mfa_exceptions", [])),
-        )
-        for section in normalise(fetched, settings):
+        rest = normalise(fetched, settings, only=frozenset(SECTIONS) - ADMIN_API_SECTIONS)
+        order = list(SECTIONS)
+        for section in sorted([*early, *rest], key=lambda s: order.index(s.name)):
             ctx.add_section(
                 section.name,
                 platform="m365",
@@ -247,8 +256,16 @@ class M365Connector(Connector):
             raise CollectionError(_first_error(fetched))
 
     async def _read_all(
-        self, graph: GraphReader, exchange: AdminApi, compliance: AdminApi
-    ) -> dict[str, Fetched]:
+        self,
+        ctx: CollectContext,
+        graph: GraphReader,
+        exchange: AdminApi,
+        compliance: AdminApi,
+        settings: M365Settings,
+    ) -> tuple[dict[str, Fetched], list[SectionOut]]:
+        """Everything, concurrently. The admin API answers usually arrive well before the last
+        Graph pages; their evidence and sections are prepared in a worker thread meanwhile."""
+
         async def graph_part() -> list[Fetched]:
             singles = asyncio.ensure_future(graph.batch(GRAPH_SINGLES))
             collections = await asyncio.gather(
@@ -276,8 +293,17 @@ class M365Connector(Connector):
             calls.append(_retention_policies(compliance))
             return list(await asyncio.gather(*calls))
 
-        parts = await asyncio.gather(graph_part(), exchange_part(), compliance_part())
-        return {f.path: f for part in parts for f in part}
+        graph_task = asyncio.ensure_future(graph_part())
+        admin_parts = await asyncio.gather(exchange_part(), compliance_part())
+        admin = {f.path: f for part in admin_parts for f in part}
+        early = asyncio.ensure_future(ctx.run_blocking(self._prepare_admin, admin, settings))
+        found = {f.path: f for f in await graph_task}
+        found.update(admin)
+        return found, await early
+
+    def _prepare_admin(self, admin: dict[str, Fetched], settings: M365Settings) -> list[SectionOut]:
+        self._bodies.update({path: _compact(f.data) for path, f in admin.items() if f.ok})
+        return normalise(admin, settings, only=ADMIN_API_SECTIONS)
 
     def _keep_raw(
         self,
@@ -314,7 +340,7 @@ class M365Connector(Connector):
                         path=f"m365/{path}.json",
                         source=found.source,
                         collected_at=found.collected_at,
-                        body=json.dumps(found.data, indent=1).encode(),
+                        body=self._bodies.get(path) or _compact(found.data),
                         request=request,
                         status=found.status,
                     )
@@ -382,6 +408,10 @@ def _tenant_facts(fetched: dict[str, Fetched], tenant_id: str) -> dict[str, str]
                 if domain.get("isInitial"):
                     facts["default_domain"] = domain["name"]
     return facts
+
+
+def _compact(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _first_error(fetched: dict[str, Fetched]) -> str:

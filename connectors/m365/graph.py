@@ -4,8 +4,10 @@ every `@odata.nextLink` is followed, and independent single-object reads share `
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import re
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -56,6 +58,20 @@ def _error_text(exc: BaseException) -> tuple[int, str]:
     return status, str(message).splitlines()[0]
 
 
+_NEXT_LINK = re.compile(rb'"@odata\.nextLink"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
+def _early_next_link(raw: bytes) -> str | None:
+    """The `@odata.nextLink` of a page when it comes before the items, found without parsing
+    the page; None when it is absent there (it may still follow the items)."""
+    cut = raw.find(b'"value"')
+    match = _NEXT_LINK.search(raw[:cut]) if cut > 0 else None
+    if match is None:
+        return None
+    link = json.loads(match.group(1))
+    return link if isinstance(link, str) else None
+
+
 class GraphReader:
     def __init__(
         self,
@@ -104,12 +120,18 @@ class GraphReader:
         """GET `path` (e.g. `users`) and every following page; the body keeps all items in
         `value`, as the recorded-tenant layout has them."""
         recorded = f"graph/v1.0/{path}"
-        url: str | None = f"{self.base}/{path}" + (f"?{query}" if query else "")
+        first = f"{self.base}/{path}" + (f"?{query}" if query else "")
         merged: dict[str, Any] | None = None
         pages = 0
+        pending: asyncio.Future[bytes] | None = asyncio.ensure_future(self._get_bytes(first))
         try:
-            while url:
-                page = json.loads(await self._get_bytes(url))
+            while pending is not None:
+                raw = await pending
+                # Graph sends the next link ahead of the items: ask for the next page now and
+                # read this one while it travels.
+                early = _early_next_link(raw)
+                pending = asyncio.ensure_future(self._get_bytes(early)) if early else None
+                page = json.loads(raw)
                 pages += 1
                 if not isinstance(page, dict):
                     raise ValueError("the answer is not a JSON object")
@@ -118,7 +140,9 @@ class GraphReader:
                     merged["value"] = list(page.get("value", []))
                 elif isinstance(page.get("value"), list):
                     merged["value"].extend(page["value"])
-                url = page.get("@odata.nextLink")
+                late = page.get("@odata.nextLink")
+                if pending is None and late:
+                    pending = asyncio.ensure_future(self._get_bytes(late))
         except json.JSONDecodeError as exc:
             return Fetched(
                 recorded,
@@ -129,6 +153,9 @@ class GraphReader:
             )
         except Exception as exc:
             return self._failed(recorded, exc)
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
         assert merged is not None
         merged.pop("@odata.nextLink", None)
         return Fetched(recorded, 200, merged, self._now())

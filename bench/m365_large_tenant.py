@@ -1,0 +1,210 @@
+"""The Microsoft 365 connector on a large generated tenant: 100,000 users, 50,000 mailboxes and
+300 Conditional Access policies, served by the sandbox (in its own process) with a fixed latency
+on every answer. Prints the requests made, the wall time, the lower bound (the longest chain of
+requests that must follow one another, times the latency), their ratio, and peak memory.
+
+    python bench/m365_large_tenant.py [--users N] [--mailboxes N] [--policies N] [--latency-ms N]
+
+Figures only; nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from connectors.base import CollectContext  # noqa: E402
+from connectors.m365.connector import M365Connector  # noqa: E402
+
+GRAPH_PAGE = 999  # the most Graph hands out per page for these collections
+EXO_PAGE = 1000
+
+
+def _write(path: Path, body: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body))
+
+
+def generate(target: Path, users: int, mailboxes: int, policies: int) -> None:
+    """A copy of contoso-health with its big collections blown up to size."""
+    shutil.copytree(ROOT / "fixtures" / "tenants" / "contoso-health", target)
+    domain = "contoso-health.org"
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(users)]
+    _write(
+        target / "graph/v1.0/users.json",
+        {
+            "value": [
+                {
+                    "id": ids[i],
+                    "userPrincipalName": f"user{i:06d}@{domain}",
+                    "displayName": f"User {i:06d}",
+                    "accountEnabled": i % 40 != 0,
+                    "userType": "Member" if i % 25 else "Guest",
+                }
+                for i in range(users)
+            ]
+        },
+    )
+    _write(
+        target / "graph/v1.0/reports/authenticationMethods/userRegistrationDetails.json",
+        {
+            "value": [
+                {
+                    "id": ids[i],
+                    "userPrincipalName": f"user{i:06d}@{domain}",
+                    "userType": "member" if i % 25 else "guest",
+                    "isAdmin": False,
+                    "isMfaRegistered": i % 97 != 0,
+                    "isMfaCapable": True,
+                    "isSsprRegistered": True,
+                    "methodsRegistered": ["microsoftAuthenticatorPush"],
+                    "lastUpdatedDateTime": "2026-11-20T03:12:45Z",
+                }
+                for i in range(users)
+            ]
+        },
+    )
+    _write(
+        target / "exo/Get-Mailbox.json",
+        [
+            {
+                "Identity": f"user{i:06d}",
+                "UserPrincipalName": f"user{i:06d}@{domain}",
+                "RecipientTypeDetails": "UserMailbox",
+                "AuditEnabled": True,
+                "AuditLogAgeLimit": "90.00:00:00",
+                "DefaultAuditSet": ["Admin", "Delegate", "Owner"],
+            }
+            for i in range(mailboxes)
+        ],
+    )
+    base = json.loads((target / "graph/v1.0/identity/conditionalAccess/policies.json").read_text())
+    template = base["value"][0]
+    generated = []
+    for i in range(policies):
+        policy = json.loads(json.dumps(template))
+        policy["id"] = str(uuid.UUID(int=10**9 + i))
+        policy["displayName"] = f"Generated policy {i:03d}"
+        policy["conditions"]["users"]["excludeGroups"] = [str(uuid.UUID(int=2 * 10**9 + i % 40))]
+        generated.append(policy)
+    base["value"] = base["value"] + generated
+    _write(target / "graph/v1.0/identity/conditionalAccess/policies.json", base)
+    for i in range(40):
+        gid = str(uuid.UUID(int=2 * 10**9 + i))
+        _write(target / f"graph/v1.0/groups/{gid}.json", {"id": gid, "displayName": f"Group {i}"})
+
+
+def lower_bound(users: int, mailboxes: int, policies: int, groups: int) -> tuple[int, str]:
+    """The longest chain of requests that cannot overlap, in requests."""
+    chains = {
+        "users pages": math.ceil(users / GRAPH_PAGE),
+        "registration pages": math.ceil(users / GRAPH_PAGE),
+        "Conditional Access pages, then group $batch calls": math.ceil((policies + 3) / GRAPH_PAGE)
+        + math.ceil(groups / 20),
+        "Exchange region discovery, then mailbox pages": 1 + math.ceil(mailboxes / EXO_PAGE),
+    }
+    name = max(chains, key=lambda k: chains[k])
+    # Every chain starts with the sign-in: the OpenID configuration, then the token request.
+    return chains[name] + 2, name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--mailboxes", type=int, default=50_000)
+    parser.add_argument("--policies", type=int, default=300)
+    parser.add_argument("--latency-ms", type=int, default=50)
+    parser.add_argument(
+        "--per-host", type=int, default=8, help="the connector's concurrency cap per host"
+    )
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="commsaudit-bench-"))
+    tenant = work / "tenant"
+    started = time.perf_counter()
+    generate(tenant, args.users, args.mailboxes, args.policies)
+    print(
+        f"generated tenant: {args.users:,} users, {args.mailboxes:,} mailboxes, "
+        f"{args.policies} Conditional Access policies ({time.perf_counter() - started:.1f} s)"
+    )
+
+    sandbox = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "auditor",
+            "sandbox",
+            "m365",
+            str(tenant),
+            "--auth",
+            "certificate",
+            "--latency-ms",
+            str(args.latency_ms),
+            "--page-size",
+            str(EXO_PAGE),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=work,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert sandbox.stdout is not None
+        lines: list[str] = []
+        while not lines or not lines[-1].startswith("endpoints"):
+            line = sandbox.stdout.readline()
+            if not line:
+                raise SystemExit("the sandbox did not start")
+            lines.append(line)
+        config = tomllib.loads("".join(lines))["m365"]
+        config["limits"] = {"per_host": args.per_host, "request_budget": 100_000}
+        connector = M365Connector(config, work)
+        ctx = CollectContext(
+            connector="m365", now=dt.datetime.now(dt.UTC), deadline=time.monotonic() + 3600
+        )
+        started = time.perf_counter()
+        asyncio.run(connector.collect(ctx))
+        wall = time.perf_counter() - started
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+    problems = [f"{s.name}: {s.reason}" for s in ctx.sections if s.status != "ok"]
+    chain, which = lower_bound(args.users, args.mailboxes, args.policies, 40)
+    bound = chain * args.latency_ms / 1000
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    stats = connector.stats
+    print(
+        f"requests made:       {stats['requests']:,} ({stats['retries']} retried) "
+        f"+ {stats['sign_ins']} sign-ins"
+    )
+    print(f"wall time:           {wall:.2f} s")
+    print(
+        f"lower bound:         {bound:.2f} s "
+        f"({chain} dependent requests x {args.latency_ms} ms: sign-in, then {which})"
+    )
+    print(f"ratio to the bound:  {wall / bound:.2f}x (target: at most 1.5x)")
+    print(f"peak memory:         {peak:,.0f} MiB (the connector's process; target: under 1 GB)")
+    print(f"sections in error:   {len(problems)}" + (f" - {problems[:3]}" if problems else ""))
+
+
+if __name__ == "__main__":
+    main()
