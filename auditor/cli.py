@@ -29,6 +29,7 @@ from auditor.audit import (
 from auditor.config import Config, default_config, load_config
 from auditor.errors import AuditError, ConfigError, PolicyError
 from auditor.evidence import signing
+from auditor.evidence.recorded import write_recorded_tenants
 from auditor.evidence.verify import describe, verify_bundle
 from auditor.jsonutil import dumps_pretty
 from auditor.policy import read_policy_files
@@ -39,6 +40,7 @@ from auditor.resources import policies_dir
 from auditor.snapshot import read_snapshot
 from auditor.timeutil import utcnow
 from connectors.m365.permissions import SETUP_STEPS
+from connectors.m365.pseudonymise import pseudonymise_tenant
 from connectors.m365.sandbox.server import Faults, Sandbox
 from connectors.registry import CONNECTORS
 
@@ -98,6 +100,28 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_DEADLINE_SECONDS,
         metavar="SECONDS",
         help=f"deadline for collection (default {DEFAULT_DEADLINE_SECONDS:.0f})",
+    )
+
+    record = commands.add_parser(
+        "record",
+        help="audit, and also write each Microsoft 365 tenant's answers as a recorded tenant",
+    )
+    selection(record)
+    record.add_argument("--out", type=Path, help="directory for the bundle and reports")
+    record.add_argument(
+        "--tenants",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="where the recorded tenant goes (DIR/<tenant>/, the layout the sandbox serves)",
+    )
+    record.add_argument(
+        "--pseudonymise",
+        action="store_true",
+        help="replace user names, addresses and ids with stable pseudonyms",
+    )
+    record.add_argument(
+        "--timeout", type=float, default=DEFAULT_DEADLINE_SECONDS, metavar="SECONDS"
     )
 
     evaluate = commands.add_parser("evaluate", help="evaluate a snapshot file offline")
@@ -233,6 +257,40 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
         # Built from redacted data already; the last net costs little.
         sys.stdout.write(outcome.redactor.text(dumps_pretty(outcome.results.to_json())))
         sys.stdout.flush()
+    return outcome.results.exit_code(strict=args.strict)
+
+
+def _cmd_record(args: argparse.Namespace, console: Console) -> int:
+    config = _config(args.config)
+    if "m365" not in config.connectors:
+        raise ConfigError(
+            "record needs an [m365] section: it records Microsoft 365 tenants", where=config.label
+        )
+    options = AuditOptions(
+        profile=args.profile,
+        out=args.out,
+        deadline_seconds=args.timeout,
+        controls=args.controls,
+        skip_controls=args.skip_controls,
+    )
+    with terminal.CollectionProgress(console) as progress:
+        outcome = run_audit(config, options, progress=progress.update)
+    terminal.render(console, outcome.report, bundle=str(outcome.bundle))
+    for target in write_recorded_tenants(outcome.bundle, args.tenants):
+        if args.pseudonymise:
+            pseudonyms = pseudonymise_tenant(target)
+            glass = config.connectors["m365"].get("break_glass_accounts", [])
+            renamed = [
+                pseudonyms.email(a) if "@" in a else pseudonyms.mapping.get(a, a) for a in glass
+            ]
+            if glass:
+                console.print(f"break_glass_accounts in the recording: {renamed}", markup=False)
+        console.print(
+            f"Recorded tenant: {target} (serve it with: commsaudit sandbox m365 {target})",
+            markup=False,
+        )
+    if args.format == "json":
+        sys.stdout.write(outcome.redactor.text(dumps_pretty(outcome.results.to_json())))
     return outcome.results.exit_code(strict=args.strict)
 
 
@@ -409,6 +467,7 @@ _COMMANDS = {
     "policies": _cmd_policies,
     "keygen": _cmd_keygen,
     "sandbox": _cmd_sandbox,
+    "record": _cmd_record,
     "permissions": _cmd_permissions,
 }
 

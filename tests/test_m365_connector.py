@@ -354,3 +354,50 @@ def test_permissions_lists_the_least_privilege_setup(tmp_path: Path) -> None:
         "az ad app permission admin-consent",
     ):
         assert needle in proc.stdout
+
+
+def _statuses(proc: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    return {r["control"]: r["status"] for r in json.loads(proc.stdout)["results"]}
+
+
+def test_record_writes_a_pseudonymised_tenant_the_sandbox_can_serve(tmp_path: Path) -> None:
+    controls = '[policies]\ncontrols = ["m365.*"]\n[evidence]\nout = "out"\n'
+    with Sandbox(TENANTS / "fabrikam-clinic", page_size=25) as sandbox:
+        config = tmp_path / "commsaudit.toml"
+        config.write_text(sandbox.config_toml("client-secret") + controls)
+        first = run_cli(
+            "record",
+            "--config",
+            config,
+            "--tenants",
+            tmp_path / "recorded",
+            "--pseudonymise",
+            "--format",
+            "json",
+            cwd=tmp_path,
+            env=sandbox.environment(),
+        )
+    assert first.returncode == 1, first.stderr
+    recorded = tmp_path / "recorded" / "fabrikamclinic.onmicrosoft.com"
+    assert (recorded / "tenant.json").is_file() and (
+        recorded / "exo" / "Get-Mailbox.json"
+    ).is_file()
+    text = "".join(p.read_text() for p in recorded.rglob("*.json"))
+    for name in ("frontdesk@fabrikamclinic.com", "Practice Owner", "owner@fabrikamclinic.com"):
+        assert name not in text
+    assert "Contractors" in text  # groups are not people
+    with Sandbox(recorded, page_size=25) as replay:
+        config2 = tmp_path / "again.toml"
+        config2.write_text(replay.config_toml("client-secret") + controls)
+        second = run_cli(
+            "audit", "--config", config2, "--format", "json", cwd=tmp_path, env=replay.environment()
+        )
+    assert _statuses(second) == _statuses(first)
+    unregistered = next(
+        r
+        for r in json.loads(second.stdout)["results"]
+        if r["control"] == "m365.mfa.registered-users"
+    )
+    assert all(
+        e["context"]["userPrincipalName"].startswith("user-") for e in unregistered["evidence"]
+    )
