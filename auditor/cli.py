@@ -225,14 +225,18 @@ def _optional_config(path: Path | None) -> Config:
     return default_config(Path.cwd())
 
 
-def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
-    options = AuditOptions(
+def _audit_options(args: argparse.Namespace) -> AuditOptions:
+    return AuditOptions(
         profile=args.profile,
         out=args.out,
         deadline_seconds=args.timeout,
         controls=args.controls,
         skip_controls=args.skip_controls,
     )
+
+
+def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
+    options = _audit_options(args)
     with contextlib.ExitStack() as stack:
         workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="commsaudit-demo-"))
         if args.demo:
@@ -266,13 +270,7 @@ def _cmd_record(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(
             "record needs an [m365] section: it records Microsoft 365 tenants", where=config.label
         )
-    options = AuditOptions(
-        profile=args.profile,
-        out=args.out,
-        deadline_seconds=args.timeout,
-        controls=args.controls,
-        skip_controls=args.skip_controls,
-    )
+    options = _audit_options(args)
     with terminal.CollectionProgress(console) as progress:
         outcome = run_audit(config, options, progress=progress.update)
     terminal.render(console, outcome.report, bundle=str(outcome.bundle))

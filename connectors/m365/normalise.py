@@ -357,20 +357,28 @@ def _sensitive_types(rule: dict[str, Any]) -> list[str]:
     return sorted(set(found))
 
 
-def _dlp(reader: _Reader) -> list[dict[str, Any]]:
-    policies = strip_annotations(reader.body("compliance/Get-DlpCompliancePolicy") or [])
-    rules = strip_annotations(reader.body("compliance/Get-DlpComplianceRule") or [])
-    out = []
+def _with_rules(
+    reader: _Reader, policies_path: str, rules_path: str, links: tuple[str, ...]
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each compliance policy with its rules. A rule names its policy by name or by Guid,
+    depending on the cmdlet (`ParentPolicyName` for DLP, `Policy` for retention)."""
+    policies = strip_annotations(reader.body(policies_path) or [])
+    rules = strip_annotations(reader.body(rules_path) or [])
+    paired = []
     for policy in policies:
-        names = {
-            policy.get("Name"),
-            policy.get("Identity"),
-            policy.get("Guid"),
-            policy.get("ExchangeObjectId"),
-        }
-        mine = [
-            r for r in rules if (r.get("ParentPolicyName") in names or r.get("Policy") in names)
-        ]
+        names = {policy.get(k) for k in ("Name", "Identity", "Guid", "ExchangeObjectId")} - {None}
+        paired.append((policy, [r for r in rules if any(r.get(link) in names for link in links)]))
+    return paired
+
+
+def _dlp(reader: _Reader) -> list[dict[str, Any]]:
+    out = []
+    for policy, mine in _with_rules(
+        reader,
+        "compliance/Get-DlpCompliancePolicy",
+        "compliance/Get-DlpComplianceRule",
+        ("ParentPolicyName", "Policy"),
+    ):
         out.append(
             {
                 "Name": policy.get("Name"),
@@ -408,17 +416,13 @@ def _duration_days(value: Any) -> int | None:
 
 
 def _retention(reader: _Reader) -> list[dict[str, Any]]:
-    policies = strip_annotations(reader.body("compliance/Get-RetentionCompliancePolicy") or [])
-    rules = strip_annotations(reader.body("compliance/Get-RetentionComplianceRule") or [])
     out = []
-    for policy in policies:
-        names = {
-            policy.get("Name"),
-            policy.get("Identity"),
-            policy.get("Guid"),
-            policy.get("ExchangeObjectId"),
-        }
-        mine = [r for r in rules if r.get("Policy") in names]
+    for policy, mine in _with_rules(
+        reader,
+        "compliance/Get-RetentionCompliancePolicy",
+        "compliance/Get-RetentionComplianceRule",
+        ("Policy",),
+    ):
         out.append(
             {
                 "Name": policy.get("Name"),
