@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from auditor import __version__, demo
@@ -308,13 +309,16 @@ def _cmd_verify(args: argparse.Namespace, console: Console) -> int:
     key = signing.load_public_key_file(args.key) if args.key else None
     reports = [verify_bundle(path, key, reevaluate=not args.no_reevaluate) for path in args.bundles]
     for report in reports:
+        # Unwrapped lines: people grep verify's output for the file it names.
         for line in describe(report):
-            console.print(line, markup=False, highlight=False)
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
         if report.ok:
             console.print("[green]OK[/]: the bundle verifies")
         else:
             for problem in report.problems:
-                console.print(f"[red]FAILED[/] {problem.line()}", markup=True, highlight=False)
+                console.print(
+                    f"[red]FAILED[/] {escape(problem.line())}", highlight=False, soft_wrap=True
+                )
     if args.format == "json":
         document = [r.to_json() for r in reports]
         sys.stdout.write(dumps_pretty(document[0] if len(document) == 1 else document))
