@@ -30,6 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from auditor.collect import paused_gc  # noqa: E402
 from connectors.base import CollectContext  # noqa: E402
 from connectors.m365.connector import M365Connector  # noqa: E402
 
@@ -180,7 +181,8 @@ def main() -> None:
             connector="m365", now=dt.datetime.now(dt.UTC), deadline=time.monotonic() + 3600
         )
         started = time.perf_counter()
-        asyncio.run(connector.collect(ctx))
+        with paused_gc():  # as the audit's collector runs connectors
+            asyncio.run(connector.collect(ctx))
         wall = time.perf_counter() - started
     finally:
         sandbox.terminate()

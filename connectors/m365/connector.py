@@ -340,7 +340,7 @@ class M365Connector(Connector):
                         path=f"m365/{path}.json",
                         source=found.source,
                         collected_at=found.collected_at,
-                        body=self._bodies.get(path) or _compact(found.data),
+                        body=found.body or self._bodies.get(path) or _compact(found.data),
                         request=request,
                         status=found.status,
                     )

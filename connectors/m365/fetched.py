@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,9 @@ class Fetched:
     collected_at: dt.datetime
     error: str | None = None
     unlicensed: bool = False
+    # The merged body as bytes, when it could be assembled from the answers' own bytes (items
+    # exactly as received); otherwise the evidence is `data` serialised again.
+    body: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:

@@ -72,6 +72,22 @@ def _early_next_link(raw: bytes) -> str | None:
     return link if isinstance(link, str) else None
 
 
+def _items_bytes(raw: bytes) -> bytes | None:
+    """The bytes of a page's items when `value` is its last member (as Graph sends it): the
+    merged evidence then keeps them exactly as received. None when the page is shaped otherwise."""
+    start = raw.find(b'"value"')
+    if start < 0:
+        return None
+    bracket = raw.find(b"[", start)
+    end = raw.rstrip()
+    if bracket < 0 or not end.endswith(b"}"):
+        return None
+    inner = end[:-1].rstrip()
+    if not inner.endswith(b"]") or raw[start + 7 : bracket].strip(b" \t\r\n:"):
+        return None
+    return inner[bracket + 1 : -1].strip()
+
+
 class GraphReader:
     def __init__(
         self,
@@ -123,6 +139,7 @@ class GraphReader:
         first = f"{self.base}/{path}" + (f"?{query}" if query else "")
         merged: dict[str, Any] | None = None
         pages = 0
+        chunks: list[bytes] | None = []  # each page's items, as received
         pending: asyncio.Future[bytes] | None = asyncio.ensure_future(self._get_bytes(first))
         try:
             while pending is not None:
@@ -140,6 +157,9 @@ class GraphReader:
                     merged["value"] = list(page.get("value", []))
                 elif isinstance(page.get("value"), list):
                     merged["value"].extend(page["value"])
+                if chunks is not None:
+                    chunk = _items_bytes(raw)
+                    chunks = None if chunk is None else [*chunks, chunk] if chunk else chunks
                 late = page.get("@odata.nextLink")
                 if pending is None and late:
                     pending = asyncio.ensure_future(self._get_bytes(late))
@@ -158,7 +178,12 @@ class GraphReader:
                 pending.cancel()
         assert merged is not None
         merged.pop("@odata.nextLink", None)
-        return Fetched(recorded, 200, merged, self._now())
+        body = None
+        if chunks is not None:
+            head = {k: v for k, v in merged.items() if k != "value"}
+            body = json.dumps(head, separators=(",", ":"), ensure_ascii=False)[:-1].encode()
+            body += (b',"value":[' if head else b'"value":[') + b",".join(chunks) + b"]}"
+        return Fetched(recorded, 200, merged, self._now(), body=body)
 
     async def batch(self, paths: Iterable[str]) -> dict[str, Fetched]:
         """Single-object GETs, twenty to a `$batch` call. Items that fail get their own error."""
