@@ -140,7 +140,9 @@ def _names(reader: _Reader) -> dict[str, str]:
 
 def _break_glass_ids(reader: _Reader, settings: M365Settings) -> set[str]:
     wanted = {a.lower() for a in settings.break_glass}
-    ids = set()
+    ids: set[str] = set()
+    if not wanted:
+        return ids
     for user in reader.value("graph/v1.0/users"):
         if user["id"].lower() in wanted or (user.get("userPrincipalName") or "").lower() in wanted:
             ids.add(user["id"])
@@ -281,19 +283,23 @@ def _registration(reader: _Reader, settings: M365Settings) -> list[dict[str, Any
         for d in reader.value("graph/v1.0/reports/authenticationMethods/userRegistrationDetails")
     }
     exceptions = {a.lower() for a in settings.mfa_exceptions}
+    none: dict[str, Any] = {}
     out = []
+    append = out.append  # a tenant's worth of users: keep the loop lean
     for user in reader.value("graph/v1.0/users"):
-        detail = details.get(user["id"], {})
+        user_id = user["id"]
+        detail = details.get(user_id, none)
         upn = user.get("userPrincipalName") or ""
-        out.append(
+        append(
             {
-                "id": user["id"],
+                "id": user_id,
                 "userPrincipalName": upn,
                 "userType": (user.get("userType") or detail.get("userType") or "").lower(),
                 "accountEnabled": user.get("accountEnabled"),
                 "isMfaRegistered": detail.get("isMfaRegistered"),
                 "methodsRegistered": detail.get("methodsRegistered", []),
-                "declared_exception": upn.lower() in exceptions or user["id"].lower() in exceptions,
+                "declared_exception": bool(exceptions)
+                and (upn.lower() in exceptions or user_id.lower() in exceptions),
             }
         )
     return out
