@@ -284,7 +284,7 @@ def _registration(reader: _Reader, settings: M365Settings) -> list[dict[str, Any
     }
     exceptions = {a.lower() for a in settings.mfa_exceptions}
     none: dict[str, Any] = {}
-    out = []
+    out: list[dict[str, Any]] = []
     append = out.append  # a tenant's worth of users: keep the loop lean
     for user in reader.value("graph/v1.0/users"):
         user_id = user["id"]
