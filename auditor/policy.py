@@ -98,16 +98,6 @@ class Policy:
         return dict(self.source)
 
     @property
-    def safeguards(self) -> list[str]:
-        found = []
-        for citation in self.citations:
-            part = citation.removeprefix("NPRM ")[:7]
-            title = SAFEGUARDS.get(part, "Other")
-            if title not in found:
-                found.append(title)
-        return found
-
-    @property
     def remediation_text(self) -> str:
         steps = " ".join(f"{i}. {step}" for i, step in enumerate(self.remediation_steps, 1))
         return f"{self.remediation_summary} {steps}".strip()

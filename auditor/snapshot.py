@@ -69,9 +69,6 @@ class Snapshot:
             return section
         return None
 
-    def sections_named(self, name: str) -> list[Section]:
-        return [s for s in self.sections if s.name == name]
-
     def _index(self) -> dict[tuple[str, str], list[Section]]:
         # Sections are only ever appended, so the count tells whether the index is stale;
         # evaluation reads far more often than collection writes.

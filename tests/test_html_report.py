@@ -55,7 +55,10 @@ def test_script_in_tenant_name_renders_inert(tmp_path: Path) -> None:
     assert "alert('value')" in text
     # No resource from elsewhere, no script of any kind: the report works offline.
     assert "link" not in tag_names and "iframe" not in tag_names
-    assert not any(name in ("src", "href") for _tag, attrs in parser.tags for name, _v in attrs)
+    assert not any(name == "src" for _tag, attrs in parser.tags for name, _v in attrs)
+    # The only links are the policies' https references; nothing tenant-supplied becomes one.
+    links = [v for tag, attrs in parser.tags for name, v in attrs if name == "href"]
+    assert links and all(str(v).startswith("https://learn.microsoft.com/") for v in links)
 
     markdown = members(bundle)["report.md"].decode()
     # Outside code spans (which Markdown renders literally) no markup survives.

@@ -87,6 +87,7 @@ def render(report: ReportInput) -> str:
                 "remediation_steps": list(policy.remediation_steps)
                 if policy and result.status in ("fail", "waived")
                 else [],
+                "references": list(policy.remediation_references) if policy else [],
             }
         )
     all_by_platform = [

@@ -96,6 +96,9 @@ def render(report: ReportInput) -> str:
             out.append("")
             out.extend(f"{i}. {_cell(step)}" for i, step in enumerate(policy.remediation_steps, 1))
             out.append("")
+            for reference in policy.remediation_references:
+                out.append(f"Reference: <{reference}>")
+                out.append("")
 
     out.append("## All results")
     out.append("")

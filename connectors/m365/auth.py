@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import urllib.parse
 import urllib.request
@@ -211,7 +210,3 @@ class TokenCache:
                 self._register_secret(cached.token)
                 self._tokens[scope] = cached
             return cached.token
-
-
-def environment() -> dict[str, str]:
-    return dict(os.environ)

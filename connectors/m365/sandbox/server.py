@@ -21,7 +21,6 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -764,10 +763,3 @@ def _envelope(fields: dict[str, Any], items: list[str]) -> bytes:
     head = json.dumps(fields)[:-1]
     separator = "," if fields else ""
     return f'{head}{separator}"value":[{",".join(items)}]}}'.encode()
-
-
-@contextlib.contextmanager
-def running(directory: Path, **kwargs: Any) -> Iterator[Sandbox]:
-    sandbox = Sandbox(directory, **kwargs)
-    with sandbox:
-        yield sandbox
