@@ -1,0 +1,153 @@
+"""DNS lookups for the email-posture checks: dnspython's async resolver with configurable
+nameservers (ports included), a timeout and retries per query, bounded concurrency, and one
+cache per run (concurrent askers of the same question share one query).
+
+A timeout or SERVFAIL is an error the caller must report as such: it is never "no record"."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Literal
+
+import dns.asyncresolver
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.nameserver
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+Status = Literal["ok", "nxdomain", "nodata"]
+
+
+class DnsLookupError(Exception):
+    """The question could not be answered (timeout, SERVFAIL, refused): not the same as an
+    empty answer. `reason` says which, for the evidence."""
+
+    def __init__(self, name: str, rdtype: str, reason: str) -> None:
+        super().__init__(f"{rdtype} {name}: {reason}")
+        self.name = name
+        self.rdtype = rdtype
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Answer:
+    name: str
+    rdtype: str
+    status: Status
+    records: tuple[str, ...] = ()
+    # For TXT: each record's character-strings joined, as raw bytes (SPF must notice non-ASCII).
+    raw: tuple[bytes, ...] = ()
+    # The DNSSEC "authenticated data" flag from a validating resolver.
+    authenticated: bool = False
+    cname_chain: tuple[str, ...] = ()
+
+    @property
+    def void(self) -> bool:
+        return self.status != "ok" or not self.records
+
+
+def parse_nameserver(value: str) -> dns.nameserver.Do53Nameserver:
+    """`192.0.2.53`, `192.0.2.53:5353`, `[2001:db8::53]:5353` or `2001:db8::53`."""
+    host, port = value, 53
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = int(rest.lstrip(":") or 53)
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+        port = int(port_text)
+    return dns.nameserver.Do53Nameserver(host, port)
+
+
+@dataclass
+class Stats:
+    queries: int = 0
+    cached: int = 0
+    failures: int = 0
+
+
+@dataclass
+class Resolver:
+    nameservers: list[str] = field(default_factory=list)
+    timeout: float = 3.0
+    retries: int = 2
+    concurrency: int = 64
+    stats: Stats = field(default_factory=Stats)
+
+    def __post_init__(self) -> None:
+        if self.nameservers:
+            self._resolver = dns.asyncresolver.Resolver(configure=False)
+            self._resolver.nameservers = [parse_nameserver(n) for n in self.nameservers]
+        else:
+            self._resolver = dns.asyncresolver.Resolver()
+        # Ask for DNSSEC records so a validating resolver can set the AD flag.
+        self._resolver.use_edns(0, dns.flags.DO, 1232)
+        self._resolver.timeout = self.timeout
+        self._resolver.lifetime = self.timeout * (self.retries + 1)
+        self._cache: dict[tuple[str, str], asyncio.Future[Answer]] = {}
+        self._slots = asyncio.Semaphore(self.concurrency)
+
+    async def query(self, name: str, rdtype: str) -> Answer:
+        key = (name.lower().rstrip("."), rdtype.upper())
+        future = self._cache.get(key)
+        if future is not None:
+            self.stats.cached += 1
+            return await asyncio.shield(future)
+        future = asyncio.get_running_loop().create_future()
+        self._cache[key] = future
+        try:
+            answer = await self._ask(key[0], key[1])
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here: a failure is reported by whoever asked first
+            raise
+        future.set_result(answer)
+        return answer
+
+    async def _ask(self, name: str, rdtype: str) -> Answer:
+        async with self._slots:
+            self.stats.queries += 1
+            try:
+                result = await self._resolver.resolve(
+                    name, rdtype, raise_on_no_answer=False, search=False
+                )
+            except dns.resolver.NXDOMAIN:
+                return Answer(name, rdtype, "nxdomain")
+            except dns.resolver.NoNameservers as exc:
+                self.stats.failures += 1
+                raise DnsLookupError(name, rdtype, _no_nameservers(exc)) from None
+            except dns.exception.Timeout:
+                self.stats.failures += 1
+                raise DnsLookupError(
+                    name, rdtype, f"no answer within {self._resolver.lifetime:.0f} s (timeout)"
+                ) from None
+            except dns.exception.DNSException as exc:
+                self.stats.failures += 1
+                raise DnsLookupError(name, rdtype, f"{type(exc).__name__}: {exc}") from None
+        authenticated = bool(result.response.flags & dns.flags.AD)
+        chain = tuple(
+            rrset.name.to_text().rstrip(".")
+            for rrset in result.response.answer
+            if rrset.rdtype == dns.rdatatype.CNAME
+        )
+        if result.rrset is None:
+            return Answer(name, rdtype, "nodata", authenticated=authenticated, cname_chain=chain)
+        if rdtype == "TXT":
+            raw = tuple(b"".join(rdata.strings) for rdata in result.rrset)
+            records = tuple(r.decode("utf-8", errors="replace") for r in raw)
+            return Answer(name, rdtype, "ok", records, raw, authenticated, chain)
+        records = tuple(rdata.to_text() for rdata in result.rrset)
+        return Answer(name, rdtype, "ok", records, (), authenticated, chain)
+
+
+def _no_nameservers(exc: dns.resolver.NoNameservers) -> str:
+    text = str(exc)
+    if "SERVFAIL" in text:
+        return "the nameserver answered SERVFAIL"
+    if "REFUSED" in text:
+        return "the nameserver refused the query"
+    return f"no nameserver could answer ({text})"

@@ -1,0 +1,203 @@
+"""An authoritative DNS server on 127.0.0.1 for tests, the demo and the benchmark: zones from
+plain data, served over UDP and TCP, with latency, SERVFAIL and timeouts on demand."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import struct
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib.dns import TLSA
+
+Record = tuple[str, str, Any]  # (owner name, type, value)
+
+# Record types as zone data names them -> dnslib's type and how to build the rdata.
+_BUILD: dict[str, Any] = {
+    "A": lambda v: A(v),
+    "AAAA": lambda v: AAAA(v),
+    "CNAME": lambda v: CNAME(v),
+    "PTR": lambda v: PTR(v),
+    "MX": lambda v: MX(v[1], v[0]),
+    "TXT": lambda v: TXT(_strings(v)),
+    "SPF": lambda v: TXT(_strings(v)),
+    "TLSA": lambda v: TLSA(*v),
+}
+
+
+def _strings(value: Any) -> list[bytes]:
+    """TXT character-strings. Text the zone data wrote with \\xNN escapes is bytes, not
+    code points: keep them byte for byte (SPF must notice non-ASCII)."""
+    parts = value if isinstance(value, list) else [value]
+    out = []
+    for part in parts:
+        if isinstance(part, bytes):
+            out.append(part)
+        else:
+            text = str(part)
+            out.append(text.encode("latin-1") if all(ord(c) < 256 for c in text) else text.encode())
+    # A character-string holds 255 bytes: long records are split as real zones split them.
+    split: list[bytes] = []
+    for part in out:
+        split.extend(part[i : i + 255] for i in range(0, max(len(part), 1), 255))
+    return split or [b""]
+
+
+@dataclass
+class Zone:
+    """name -> [(type, value)]. Types: A, AAAA, CNAME, MX ([preference, host]), TXT and SPF
+    (a string or a list of strings), PTR, TLSA ([usage, selector, type, hex]), and the markers
+    TIMEOUT (never answer) and SERVFAIL."""
+
+    records: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Iterable[Any]]) -> Zone:
+        zone = cls()
+        for name, entries in data.items():
+            for entry in entries:
+                if isinstance(entry, str):
+                    zone.add(name, entry.upper(), None)
+                else:
+                    for rtype, value in dict(entry).items():
+                        zone.add(name, str(rtype).upper(), value)
+        return zone
+
+    def add(self, name: str, rtype: str, value: Any) -> None:
+        self.records.setdefault(name.lower().rstrip("."), []).append((rtype, value))
+
+    def answer(self, name: str, qtype: str) -> tuple[str, list[Record]]:
+        """(rcode, records) for a question, following CNAMEs within the zone."""
+        key = name.lower().rstrip(".")
+        entries = self.records.get(key)
+        if entries is None:
+            return "NXDOMAIN", []
+        types = {t for t, _ in entries}
+        if "TIMEOUT" in types and self._times_out(entries, qtype):
+            return "TIMEOUT", []
+        if "SERVFAIL" in types:
+            return "SERVFAIL", []
+        cname = [(t, v) for t, v in entries if t == "CNAME"]
+        if cname and qtype != "CNAME":
+            rcode, rest = self.answer(str(cname[0][1]), qtype)
+            return ("NOERROR" if rcode == "NXDOMAIN" else rcode), [
+                (key, "CNAME", cname[0][1]),
+                *rest,
+            ]
+        if qtype == "TXT":
+            txt = [(key, t, v) for t, v in entries if t == "TXT" and v != "NONE"]
+            # Test suites write SPF-type records meaning "also TXT" when no TXT is present.
+            spf = [(key, "TXT", v) for t, v in entries if t == "SPF"]
+            return "NOERROR", txt or ([] if "TXT" in types else spf)
+        return "NOERROR", [(key, t, v) for t, v in entries if t == qtype]
+
+    @staticmethod
+    def _times_out(entries: list[tuple[str, Any]], qtype: str) -> bool:
+        """As the RFC 7208 test suite means TIMEOUT: questions for types the name has no
+        records of go unanswered (TXT counts as present when SPF-type records stand in)."""
+        present = {t for t, v in entries if t not in ("TIMEOUT", "SERVFAIL") and v != "NONE"}
+        if qtype == "TXT" and "SPF" in present and "TXT" not in {t for t, _ in entries}:
+            return False
+        return qtype not in present
+
+
+class DnsSandbox:
+    """Serve a Zone on 127.0.0.1 (UDP and TCP on the same port)."""
+
+    def __init__(self, zone: Zone, *, port: int = 0, latency_ms: int = 0) -> None:
+        self.zone = zone
+        self.latency_ms = latency_ms
+        self.queries = 0
+        self._lock = threading.Lock()
+        sandbox = self
+
+        class Udp(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                data, sock = self.request
+                reply = sandbox.reply(data, max_size=1232)
+                if reply is not None:
+                    sock.sendto(reply, self.client_address)
+
+        class Tcp(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                header = self.request.recv(2)
+                if len(header) < 2:
+                    return
+                (length,) = struct.unpack("!H", header)
+                data = b""
+                while len(data) < length:
+                    chunk = self.request.recv(length - len(data))
+                    if not chunk:
+                        return
+                    data += chunk
+                reply = sandbox.reply(data, max_size=65535)
+                if reply is not None:
+                    self.request.sendall(struct.pack("!H", len(reply)) + reply)
+
+        self._udp = socketserver.ThreadingUDPServer(("127.0.0.1", port), Udp)
+        self._udp.daemon_threads = True
+        self.port = self._udp.server_address[1]
+        self._tcp = socketserver.ThreadingTCPServer(
+            ("127.0.0.1", self.port), Tcp, bind_and_activate=False
+        )
+        self._tcp.allow_reuse_address = True
+        self._tcp.daemon_threads = True
+        self._tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._tcp.server_bind()
+        self._tcp.server_activate()
+
+    @property
+    def nameserver(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def reply(self, data: bytes, max_size: int) -> bytes | None:
+        with self._lock:
+            self.queries += 1
+        if self.latency_ms:
+            time.sleep(self.latency_ms / 1000)
+        try:
+            request = DNSRecord.parse(data)
+        except Exception:  # not a DNS message: nothing to answer
+            return None
+        question = request.q
+        qtype = QTYPE[question.qtype]
+        rcode, records = self.zone.answer(str(question.qname), qtype)
+        if rcode == "TIMEOUT":
+            return None
+        reply = request.reply()
+        reply.header.ra = 0
+        reply.header.aa = 1
+        if rcode in ("NXDOMAIN", "SERVFAIL"):
+            reply.header.rcode = getattr(RCODE, rcode)
+        for name, rtype, value in records:
+            rdata = _BUILD[rtype](value)
+            rr_type = "TXT" if rtype == "SPF" else rtype
+            reply.add_answer(RR(name, getattr(QTYPE, rr_type), rdata=rdata, ttl=300))
+        packed: bytes = reply.pack()
+        if len(packed) > max_size:
+            truncated = request.reply()
+            truncated.header.tc = 1
+            small: bytes = truncated.pack()
+            return small
+        return packed
+
+    def start(self) -> DnsSandbox:
+        for server in (self._udp, self._tcp):
+            threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        for server in (self._udp, self._tcp):
+            server.shutdown()
+            server.server_close()
+
+    def __enter__(self) -> DnsSandbox:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
