@@ -91,6 +91,18 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="directory for the bundle and reports (default: ./commsaudit-out)"
     )
     audit.add_argument(
+        "--domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="audit this mail domain's public email posture (repeatable); needs no credentials",
+    )
+    audit.add_argument(
+        "--no-smtp-probe",
+        action="store_true",
+        help="skip the STARTTLS probe of MX hosts (where outbound port 25 is blocked)",
+    )
+    audit.add_argument(
         "--demo",
         action="store_true",
         help="audit the bundled sample organisation: no credentials, no network",
@@ -226,6 +238,15 @@ def _optional_config(path: Path | None) -> Config:
     return default_config(Path.cwd())
 
 
+def _apply_domain_options(config: Config, args: argparse.Namespace) -> None:
+    """--domain adds mail domains to [dns]; --no-smtp-probe turns the probe off."""
+    if args.domain:
+        section = config.connectors.setdefault("dns", {})
+        section["domains"] = list(dict.fromkeys([*section.get("domains", []), *args.domain]))
+    if args.no_smtp_probe and "dns" in config.connectors:
+        config.connectors["dns"]["smtp_probe"] = False
+
+
 def _audit_options(args: argparse.Namespace) -> AuditOptions:
     return AuditOptions(
         profile=args.profile,
@@ -248,8 +269,12 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
             options.out = args.out or Path.cwd() / "commsaudit-out"
             options.ephemeral_key = True
             console.print("Auditing the bundled sample organisation (no credentials, no network).")
+        elif args.domain and args.config is None and not Path("commsaudit.toml").is_file():
+            config = default_config(Path.cwd())
+            options.profile = options.profile or "email-posture"
         else:
             config = _config(args.config)
+        _apply_domain_options(config, args)
         with terminal.CollectionProgress(console) as progress:
             outcome = run_audit(config, options, progress=progress.update)
     terminal.render(console, outcome.report, bundle=str(outcome.bundle))

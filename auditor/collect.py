@@ -84,14 +84,30 @@ async def collect_async(
         )
         contexts.append((connector, ctx))
 
+    done = {connector.name: asyncio.Event() for connector, _ctx in contexts}
+    by_name = {connector.name: ctx for connector, ctx in contexts}
+
     async def run(
         connector: Connector, ctx: CollectContext
     ) -> tuple[str, str | None, dt.datetime, dt.datetime]:
-        started = utcnow()
-        ctx.progress("collecting")
-        status, error = await _run_one(connector, ctx, max(0.0, deadline - time.monotonic()))
-        ctx.progress("done" if status == "ok" else f"failed: {error}")
-        return status, error, started, utcnow()
+        try:
+            waits = [done[d].wait() for d in connector.depends_on if d in done]
+            if waits:
+                ctx.progress(f"waiting for {', '.join(connector.depends_on)}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.gather(*waits), max(0.0, deadline - time.monotonic())
+                    )
+                ctx.upstream = [
+                    s for d in connector.depends_on if d in by_name for s in by_name[d].sections
+                ]
+            started = utcnow()
+            ctx.progress("collecting")
+            status, error = await _run_one(connector, ctx, max(0.0, deadline - time.monotonic()))
+            ctx.progress("done" if status == "ok" else f"failed: {error}")
+            return status, error, started, utcnow()
+        finally:
+            done[connector.name].set()
 
     outcomes = await asyncio.gather(*(run(c, ctx) for c, ctx in contexts))
 

@@ -74,6 +74,24 @@ def derive(snapshot: Snapshot) -> None:
 
     for section in vendor_sections:
         inputs_raw.extend(section.raw)
+        agreements_name = section.name.replace(".vendors", ".vendor_agreements")
+        snapshot.sections.append(
+            Section(
+                name=agreements_name,
+                platform=section.platform,
+                subject=section.subject,
+                status="error" if section.status != "ok" or baa_error else "ok",
+                data={"vendors": [_vendor_entry(v, agreements) for v in section.data or []]}
+                if section.status == "ok"
+                else None,
+                source=f"derived from {section.name} and org.baa",
+                collected_at=section.collected_at,
+                raw=tuple(dict.fromkeys([*section.raw, *(baa_section.raw if baa_section else ())])),
+                reason=section.reason if section.status != "ok" else baa_error,
+                connector="derive",
+            )
+        )
+        snapshot.derived.add((agreements_name, section.subject))
         if section.status != "ok":
             problems.append(f"{section.name} for {section.subject}: {section.reason}")
             continue

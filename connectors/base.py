@@ -95,6 +95,8 @@ class CollectContext:
     subjects: list[tuple[Platform, SubjectKind, str]] = field(default_factory=list)
     raw: list[RawRecord] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)
+    #: Sections of the connectors this one depends on, once they have finished.
+    upstream: list[Section] = field(default_factory=list)
     #: Blocking calls in flight at once for this connector.
     max_blocking: int = 16
     _blocking_slots: asyncio.Semaphore = field(init=False, repr=False)
@@ -205,6 +207,8 @@ class Connector(ABC):
     platforms: ClassVar[tuple[Platform, ...]]
     #: JSON Schema (draft 2020-12) of its config section; unknown keys are errors.
     config_schema: ClassVar[dict[str, Any]]
+    #: Connectors whose sections this one reads (in `ctx.upstream`); it starts when they end.
+    depends_on: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: dict[str, Any], base_dir: Path) -> None:
         self.config = config

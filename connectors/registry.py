@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from connectors.attestations import AttestationsConnector
 from connectors.base import Connector
+from connectors.dns.connector import DnsConnector
 from connectors.m365.connector import M365Connector
 from connectors.replay import ReplayConnector
 
 CONNECTORS: dict[str, type[Connector]] = {
     AttestationsConnector.name: AttestationsConnector,
     M365Connector.name: M365Connector,
+    DnsConnector.name: DnsConnector,
     ReplayConnector.name: ReplayConnector,
 }
 
@@ -17,6 +19,5 @@ CONNECTORS: dict[str, type[Connector]] = {
 # config schema so the error can say so plainly instead of "unknown section".
 PLANNED: dict[str, str] = {
     "aws": "AWS",
-    "dns": "email posture (DNS)",
     "pulumi": "Pulumi",
 }

@@ -96,10 +96,10 @@ def test_config_with_an_unknown_section(tmp_path: Path) -> None:
 
 
 def test_connector_not_in_this_version_says_so(tmp_path: Path) -> None:
-    (tmp_path / "commsaudit.toml").write_text("[dns]\ndomains = ['example.org']\n")
+    (tmp_path / "commsaudit.toml").write_text("[pulumi]\nstack = 'prod'\n")
     proc = run_cli("audit", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "[dns]: the email posture (DNS) connector is not available" in proc.stderr
+    assert "[pulumi]: the Pulumi connector is not available" in proc.stderr
 
 
 def test_invalid_toml_names_the_line(tmp_path: Path) -> None:

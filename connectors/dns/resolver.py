@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import dns.asyncresolver
 import dns.exception
@@ -44,7 +44,18 @@ class Answer:
     raw: tuple[bytes, ...] = ()
     # The DNSSEC "authenticated data" flag from a validating resolver.
     authenticated: bool = False
+    # The names CNAMEs led to, in order (a DKIM selector pointing into a provider's zone).
     cname_chain: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.rdtype,
+            "status": self.status,
+            "records": list(self.records),
+            "authenticated": self.authenticated,
+            "cnames": list(self.cname_chain),
+        }
 
     @property
     def void(self) -> bool:
@@ -90,6 +101,8 @@ class Resolver:
         self._resolver.lifetime = self.timeout * (self.retries + 1)
         self._cache: dict[tuple[str, str], asyncio.Future[Answer]] = {}
         self._slots = asyncio.Semaphore(self.concurrency)
+        # Every answer and failure, as evidence.
+        self.log: list[dict[str, Any]] = []
 
     async def query(self, name: str, rdtype: str) -> Answer:
         key = (name.lower().rstrip("."), rdtype.upper())
@@ -102,9 +115,14 @@ class Resolver:
         try:
             answer = await self._ask(key[0], key[1])
         except BaseException as exc:
+            if isinstance(exc, DnsLookupError):
+                self.log.append(
+                    {"name": key[0], "type": key[1], "status": "error", "error": exc.reason}
+                )
             future.set_exception(exc)
             future.exception()  # retrieved here: a failure is reported by whoever asked first
             raise
+        self.log.append(answer.to_json())
         future.set_result(answer)
         return answer
 
@@ -130,9 +148,10 @@ class Resolver:
                 raise DnsLookupError(name, rdtype, f"{type(exc).__name__}: {exc}") from None
         authenticated = bool(result.response.flags & dns.flags.AD)
         chain = tuple(
-            rrset.name.to_text().rstrip(".")
+            rdata.target.to_text().rstrip(".").lower()
             for rrset in result.response.answer
             if rrset.rdtype == dns.rdatatype.CNAME
+            for rdata in rrset
         )
         if result.rrset is None:
             return Answer(name, rdtype, "nodata", authenticated=authenticated, cname_chain=chain)

@@ -81,14 +81,14 @@ class Zone:
     def answer(self, name: str, qtype: str) -> tuple[str, list[Record]]:
         """(rcode, records) for a question, following CNAMEs within the zone."""
         key = name.lower().rstrip(".")
+        if self._broken(key):
+            return "SERVFAIL", []
         entries = self.records.get(key)
         if entries is None:
             return "NXDOMAIN", []
         types = {t for t, _ in entries}
         if "TIMEOUT" in types and self._times_out(entries, qtype):
             return "TIMEOUT", []
-        if "SERVFAIL" in types:
-            return "SERVFAIL", []
         cname = [(t, v) for t, v in entries if t == "CNAME"]
         if cname and qtype != "CNAME":
             rcode, rest = self.answer(str(cname[0][1]), qtype)
@@ -102,6 +102,15 @@ class Zone:
             spf = [(key, "TXT", v) for t, v in entries if t == "SPF"]
             return "NOERROR", txt or ([] if "TXT" in types else spf)
         return "NOERROR", [(key, t, v) for t, v in entries if t == qtype]
+
+    def _broken(self, key: str) -> bool:
+        """SERVFAIL marks a broken zone: the name and every name below it fail."""
+        labels = key.split(".")
+        for start in range(len(labels)):
+            entries = self.records.get(".".join(labels[start:]), [])
+            if any(t == "SERVFAIL" for t, _ in entries):
+                return True
+        return False
 
     @staticmethod
     def _times_out(entries: list[tuple[str, Any]], qtype: str) -> bool:

@@ -1,0 +1,445 @@
+"""The email-posture connector: every mail domain's SPF, DMARC, DKIM, MTA-STS, TLS-RPT,
+MX STARTTLS, DNSSEC/DANE, and the third-party senders its records reveal.
+
+Domains come from `[dns] domains`, from the Microsoft 365 verified domains that carry email, and
+(once the AWS connector exists) from SES identities. DKIM selectors come from config and from
+Exchange Online's DKIM configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from connectors.base import (
+    CollectContext,
+    Connector,
+    ConnectorInputError,
+    Permission,
+    Platform,
+    RawRecord,
+    Section,
+    SubjectKind,
+)
+from connectors.dns import dkim, dmarc, mta_sts, spf, starttls, tlsrpt
+from connectors.dns.resolver import DnsLookupError, Resolver
+
+_SENDERS = Path(__file__).with_name("senders.json")
+
+
+def load_senders(extra: Path | None = None) -> list[dict[str, Any]]:
+    vendors: list[dict[str, Any]] = json.loads(_SENDERS.read_text(encoding="utf-8"))["vendors"]
+    if extra is not None:
+        mine = json.loads(extra.read_text(encoding="utf-8"))
+        overrides = {v["vendor"]: v for v in mine.get("vendors", [])}
+        vendors = [overrides.pop(v["vendor"], v) for v in vendors] + list(overrides.values())
+    return vendors
+
+
+def match_vendor(target: str, vendors: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    target = target.lower().rstrip(".")
+    for vendor in vendors:
+        for domain in vendor.get(kind, []):
+            if target == domain or target.endswith("." + domain):
+                return vendor
+    return None
+
+
+def tlsa_matches(record: str, der: bytes) -> bool | None:
+    """Whether a TLSA record (`usage selector type data`) matches the certificate; None for
+    usages that need the whole chain (PKIX-TA, DANE-TA), which the probe does not keep."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    parts = record.split()
+    if len(parts) < 4:
+        return False
+    usage, selector, matching = int(parts[0]), int(parts[1]), int(parts[2])
+    data = "".join(parts[3:]).lower()
+    if usage not in (1, 3):
+        return None
+    cert = x509.load_der_x509_certificate(der)
+    content = (
+        der
+        if selector == 0
+        else cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
+    digest = {
+        0: content.hex(),
+        1: hashlib.sha256(content).hexdigest(),
+        2: hashlib.sha512(content).hexdigest(),
+    }.get(matching)
+    return digest == data
+
+
+class DnsConnector(Connector):
+    name: ClassVar[str] = "dns"
+    title: ClassVar[str] = "Email posture (DNS)"
+    platforms: ClassVar[tuple[Platform, ...]] = ("dns",)
+    depends_on: ClassVar[tuple[str, ...]] = ("m365",)
+    config_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "domains": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "nameservers": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "description": "Resolvers to ask, with optional ports (127.0.0.1:5353).",
+            },
+            "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+            "retries": {"type": "integer", "minimum": 0, "maximum": 5},
+            "concurrency": {"type": "integer", "minimum": 1, "maximum": 512},
+            "smtp_probe": {"type": "boolean"},
+            "smtp_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "https_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "ca_bundle": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Extra CA to trust for MTA-STS hosts and MX certificates.",
+            },
+            "dkim_selectors": {
+                "oneOf": [
+                    {"type": "array", "items": {"type": "string", "minLength": 1}},
+                    {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "array",
+                            "items": {"type": "string", "minLength": 1},
+                        },
+                    },
+                ]
+            },
+            "senders_file": {"type": "string", "minLength": 1},
+        },
+    }
+
+    def __init__(self, config: dict[str, Any], base_dir: Path) -> None:
+        super().__init__(config, base_dir)
+        self.stats: dict[str, Any] = {}
+
+    def _path(self, key: str) -> Path | None:
+        value = self.config.get(key)
+        return (self.base_dir / value).resolve() if value else None
+
+    def preflight(self, now: dt.datetime) -> None:
+        for key in ("ca_bundle", "senders_file"):
+            path = self._path(key)
+            if path is not None and not path.is_file():
+                raise ConnectorInputError(f"[dns] {key}: {path} does not exist")
+        if self._path("senders_file"):
+            try:
+                load_senders(self._path("senders_file"))
+            except (ValueError, KeyError) as exc:
+                raise ConnectorInputError(
+                    f"[dns] senders_file is not a senders file: {exc}"
+                ) from exc
+
+    def planned_subjects(self) -> list[tuple[Platform, SubjectKind, str]]:
+        return [("dns", "domain", d.lower().rstrip(".")) for d in self.config.get("domains", [])]
+
+    def scope(self) -> dict[str, Any]:
+        return {
+            "domains": [d.lower() for d in self.config.get("domains", [])],
+            "nameservers": self.config.get("nameservers", ["(system resolvers)"]),
+            "smtp_probe": self.config.get("smtp_probe", True),
+            "collection": self.stats,
+        }
+
+    @classmethod
+    def permissions(cls) -> list[Permission]:
+        return [
+            Permission(
+                "DNS queries (UDP/TCP 53) to the configured resolvers",
+                "public records only: no credentials",
+            ),
+            Permission("HTTPS to mta-sts.<domain> (443)", "the published MTA-STS policy"),
+            Permission("SMTP to each MX host (25)", "EHLO and STARTTLS only; no mail is sent"),
+        ]
+
+    def _domains(self, upstream: list[Section]) -> list[str]:
+        found = [d.lower().rstrip(".") for d in self.config.get("domains", [])]
+        for section in upstream:
+            if section.name == "m365.entra.domains" and section.status == "ok":
+                for domain in section.data or []:
+                    name = str(domain.get("id", "")).lower()
+                    if (
+                        domain.get("isVerified")
+                        and "Email" in (domain.get("supportedServices") or [])
+                        and not domain.get("isInitial")
+                        and not name.endswith(".onmicrosoft.com")
+                    ):
+                        found.append(name)
+        return list(dict.fromkeys(found))
+
+    def _selectors(self, domain: str, upstream: list[Section]) -> list[tuple[str, str]]:
+        """(selector, where it came from) for a domain."""
+        chosen: list[tuple[str, str]] = []
+        configured = self.config.get("dkim_selectors", [])
+        names = configured if isinstance(configured, list) else configured.get(domain, [])
+        chosen += [(s, "config") for s in names]
+        for section in upstream:
+            if section.name == "m365.exo.dkim_domains" and section.status == "ok":
+                for entry in section.data or []:
+                    if str(entry.get("domain", "")).lower() == domain and entry.get("Enabled"):
+                        for key in ("Selector1CNAME", "Selector2CNAME"):
+                            cname = entry.get(key) or ""
+                            selector = cname.split("-", 1)[0] if cname else ""
+                            if selector:
+                                chosen.append((selector, "exchange"))
+        return list(dict.fromkeys(chosen))
+
+    async def collect(self, ctx: CollectContext) -> None:
+        resolver = Resolver(
+            list(self.config.get("nameservers", [])),
+            timeout=float(self.config.get("timeout_seconds", 3.0)),
+            retries=int(self.config.get("retries", 2)),
+            concurrency=int(self.config.get("concurrency", 64)),
+        )
+        vendors = load_senders(self._path("senders_file"))
+        domains = self._domains(ctx.upstream)
+        for domain in domains:
+            ctx.add_subject("dns", "domain", domain)
+        ctx.progress(f"{len(domains)} domain(s)")
+        await asyncio.gather(*(self._domain(ctx, resolver, d, vendors) for d in domains))
+        ctx.add_raw(
+            RawRecord(
+                path="dns/answers.json",
+                source="dns:answers",
+                collected_at=ctx.now,
+                body=json.dumps(resolver.log, indent=1).encode(),
+                request={"nameservers": self.config.get("nameservers", [])},
+            )
+        )
+        self.stats = {
+            "queries": resolver.stats.queries,
+            "cached": resolver.stats.cached,
+            "failures": resolver.stats.failures,
+            "domains": len(domains),
+        }
+
+    async def _domain(
+        self, ctx: CollectContext, resolver: Resolver, domain: str, vendors: list[dict[str, Any]]
+    ) -> None:
+        answers = ("raw/dns/answers.json",)
+
+        def add(
+            name: str,
+            data: Any,
+            source: str,
+            *,
+            raw: tuple[str, ...] = answers,
+            status: str = "ok",
+            reason: str | None = None,
+        ) -> None:
+            ctx.add_section(
+                name,
+                platform="dns",
+                subject=domain,
+                data=data,
+                source=source,
+                raw=raw,
+                status=status,  # type: ignore[arg-type]
+                reason=reason,
+            )
+
+        spf_result, dmarc_result, tls_result = await asyncio.gather(
+            spf.analyse(domain, resolver),
+            dmarc.analyse(domain, resolver),
+            tlsrpt.analyse(domain, resolver),
+        )
+        for name, result in (
+            ("dns.spf", spf_result),
+            ("dns.dmarc", dmarc_result),
+            ("dns.tls_rpt", tls_result),
+        ):
+            error = result.error if result.status == "error" else None
+            add(
+                name,
+                None if error else result.to_json(),
+                f"dns:{name.split('.')[1]} {domain}",
+                status="error" if error else "ok",
+                reason=error,
+            )
+
+        try:
+            mx = await self._mx(resolver, domain)
+        except DnsLookupError as exc:
+            reason = f"MX lookup failed: {exc}"
+            for name in ("dns.mx", "dns.mta_sts", "dns.starttls", "dns.dnssec"):
+                add(name, None, f"dns:MX {domain}", status="error", reason=reason)
+            mx = None
+        if mx is not None:
+            add("dns.mx", mx, f"dns:MX {domain}")
+            await self._transport(ctx, resolver, domain, mx, add)
+
+        selectors = self._selectors(domain, ctx.upstream)
+        checked = await asyncio.gather(
+            *(dkim.check_selector(domain, s, origin, resolver) for s, origin in selectors)
+        )
+        dkim_errors = [c.error for c in checked if c.status == "error"]
+        add(
+            "dns.dkim",
+            None
+            if dkim_errors
+            else {"domain": domain, "selectors": [c.to_json() for c in checked]},
+            f"dns:DKIM {domain}",
+            status="error" if dkim_errors else "ok",
+            reason=dkim_errors[0] if dkim_errors else None,
+        )
+
+        senders = self._senders(spf_result, checked, vendors)
+        add(
+            "dns.senders",
+            {"domain": domain, "senders": senders},
+            f"dns:SPF and DKIM targets {domain}",
+        )
+        found: dict[str, dict[str, Any]] = {}
+        for sender in senders:
+            entry = found.setdefault(
+                sender["vendor"],
+                {"vendor": sender["vendor"], "name": sender["name"], "services": []},
+            )
+            if sender["service"] not in entry["services"]:
+                entry["services"].append(sender["service"])
+        status = "error" if spf_result.status == "error" else "ok"
+        add(
+            "dns.vendors",
+            list(found.values()) if status == "ok" else None,
+            f"dns:senders {domain}",
+            status=status,
+            reason=spf_result.error if status == "error" else None,
+        )
+
+    async def _mx(self, resolver: Resolver, domain: str) -> dict[str, Any]:
+        answer = await resolver.query(domain, "MX")
+        hosts = []
+        for record in answer.records:
+            preference, _, host = record.partition(" ")
+            host = host.rstrip(".").lower()
+            if host == "":  # null MX (RFC 7505): the domain receives no mail
+                continue
+            addresses = []
+            for rdtype in ("A", "AAAA"):
+                addresses += list((await resolver.query(host, rdtype)).records)
+            hosts.append({"host": host, "preference": int(preference), "addresses": addresses})
+        hosts.sort(key=lambda h: (h["preference"], h["host"]))
+        return {"domain": domain, "hosts": hosts, "authenticated": answer.authenticated}
+
+    async def _transport(
+        self, ctx: CollectContext, resolver: Resolver, domain: str, mx: dict[str, Any], add: Any
+    ) -> None:
+        ca = str(self._path("ca_bundle")) if self._path("ca_bundle") else None
+        fetch = mta_sts.Fetch(port=int(self.config.get("https_port", 443)), ca_bundle=ca)
+        hosts = [h["host"] for h in mx["hosts"]]
+        sts = await mta_sts.analyse(domain, resolver, hosts, fetch)
+        sts_error = sts.error if sts.status == "error" else None
+        add(
+            "dns.mta_sts",
+            None if sts_error else sts.to_json(),
+            f"https:{sts.policy_url}",
+            status="error" if sts_error else "ok",
+            reason=sts_error,
+        )
+
+        if not self.config.get("smtp_probe", True):
+            reason = "the SMTP probe is turned off ([dns] smtp_probe = false or --no-smtp-probe)"
+            add("dns.starttls", None, f"smtp:{domain}", status="not_applicable", reason=reason)
+            probes: list[starttls.Probe] = []
+        else:
+            port = int(self.config.get("smtp_port", 25))
+            probes = list(
+                await asyncio.gather(
+                    *(
+                        starttls.probe(
+                            h["host"], h["addresses"], port=port, ca_bundle=ca, timeout=15.0
+                        )
+                        for h in mx["hosts"]
+                    )
+                )
+            )
+            raw_path = ctx.add_raw(
+                RawRecord(
+                    path=f"dns/{domain}/smtp.json",
+                    source=f"smtp:{domain}",
+                    collected_at=ctx.now,
+                    body=json.dumps([p.to_json() for p in probes], indent=1).encode(),
+                    request={"port": port, "hosts": hosts},
+                )
+            )
+            add(
+                "dns.starttls",
+                {"domain": domain, "hosts": [p.to_json() for p in probes]},
+                f"smtp:{domain}",
+                raw=("raw/dns/answers.json", raw_path),
+            )
+
+        try:
+            dane = []
+            probed: list[starttls.Probe | None] = list(probes) or [None] * len(mx["hosts"])
+            for host, probe in zip(mx["hosts"], probed, strict=True):
+                answer = await resolver.query(f"_25._tcp.{host['host']}", "TLSA")
+                der = probe.certificate.der if probe and probe.certificate else None
+                results = [tlsa_matches(r, der) for r in answer.records] if der else []
+                dane.append(
+                    {
+                        "host": host["host"],
+                        "tlsa": list(answer.records),
+                        "tlsa_authenticated": answer.authenticated,
+                        "matches": any(r is True for r in results) if results else None,
+                    }
+                )
+            soa = await resolver.query(domain, "SOA")
+            add(
+                "dns.dnssec",
+                {
+                    "domain": domain,
+                    "validated": soa.authenticated and mx["authenticated"],
+                    "mx": dane,
+                },
+                f"dns:DNSSEC {domain}",
+            )
+        except DnsLookupError as exc:
+            add(
+                "dns.dnssec",
+                None,
+                f"dns:DNSSEC {domain}",
+                status="error",
+                reason=f"DNSSEC lookup failed: {exc}",
+            )
+
+    @staticmethod
+    def _senders(
+        spf_result: spf.Analysis, selectors: list[dkim.Selector], vendors: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for target in spf_result.targets:
+            vendor = match_vendor(target, vendors, "spf")
+            if vendor:
+                found.append(
+                    {
+                        "vendor": vendor["vendor"],
+                        "name": vendor["name"],
+                        "service": vendor["service"],
+                        "baa_offered": vendor.get("baa_offered"),
+                        "found_via": f"SPF include of {target}",
+                    }
+                )
+        for selector in selectors:
+            for target in selector.cname_chain:
+                vendor = match_vendor(target, vendors, "dkim")
+                if vendor:
+                    found.append(
+                        {
+                            "vendor": vendor["vendor"],
+                            "name": vendor["name"],
+                            "service": vendor["service"],
+                            "baa_offered": vendor.get("baa_offered"),
+                            "found_via": f"DKIM selector {selector.selector} points to {target}",
+                        }
+                    )
+        unique = {(f["vendor"], f["found_via"]): f for f in found}
+        return list(unique.values())
