@@ -265,7 +265,10 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
             if args.config is not None:
                 raise ConfigError("--demo audits the bundled sample; leave out --config")
             sandbox = stack.enter_context(demo.sandbox_for())
-            config = load_config(demo.prepare(Path(workdir), utcnow().date(), sandbox=sandbox))
+            world = stack.enter_context(demo.email_world())
+            config = load_config(
+                demo.prepare(Path(workdir), utcnow().date(), sandbox=sandbox, world=world)
+            )
             options.out = args.out or Path.cwd() / "commsaudit-out"
             options.ephemeral_key = True
             console.print("Auditing the bundled sample organisation (no credentials, no network).")

@@ -6,20 +6,62 @@ tells the same story whenever it runs. Files ending in `.tmpl` are rendered into
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import re
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.resources import demo_dir, tenants_dir
+from connectors.dns.sandbox import DnsSandbox, HttpsSandbox, MailHost, SmtpSandbox, WebHost, Zone
 from connectors.m365.sandbox.server import Sandbox
+from connectors.pki import LocalCA
 
 DEMO_ORGANISATION = "contoso-health"
 _PLACEHOLDER = re.compile(r"\$\{date:([+-]\d+)\}")
 _SANDBOX = "${sandbox:m365}"
+_DNS = "${sandbox:dns}"
 
 
-def render_template(text: str, today: dt.date, sandbox: Sandbox | None = None) -> str:
+@dataclass
+class EmailWorld:
+    """The sample's mail domains on local DNS, MTA-STS and SMTP servers."""
+
+    dns: DnsSandbox
+    web: HttpsSandbox
+    smtp: SmtpSandbox
+    ca_pem: bytes
+    domains: list[str]
+
+    def config_toml(self, ca_path: Path) -> str:
+        domains = ", ".join(json.dumps(d) for d in self.domains)
+        return (
+            f"[dns]\ndomains = [{domains}]\nnameservers = [{json.dumps(self.dns.nameserver)}]\n"
+            f"https_port = {self.web.port}\nsmtp_port = {self.smtp.port}\n"
+            f"ca_bundle = {json.dumps(str(ca_path))}\ntimeout_seconds = 2.0\n"
+        )
+
+
+@contextlib.contextmanager
+def email_world(organisation: str = DEMO_ORGANISATION) -> Iterator[EmailWorld]:
+    data = json.loads((demo_dir() / organisation / "email-world.json").read_text(encoding="utf-8"))
+    ca = LocalCA()
+    web = {host: WebHost(spec["body"].encode()) for host, spec in data["web"].items()}
+    mail = {address: MailHost(**spec) for address, spec in data["mail"].items()}
+    with (
+        DnsSandbox(Zone.from_data(data["zone"])) as dns,
+        HttpsSandbox(ca, web) as https,
+        SmtpSandbox(ca, mail) as smtp,
+    ):
+        yield EmailWorld(dns, https, smtp, ca.pem, list(data["domains"]))
+
+
+def render_template(
+    text: str, today: dt.date, sandbox: Sandbox | None = None, world: str | None = None
+) -> str:
     text = _PLACEHOLDER.sub(
         lambda m: (today + dt.timedelta(days=int(m.group(1)))).isoformat(), text
     )
@@ -27,6 +69,10 @@ def render_template(text: str, today: dt.date, sandbox: Sandbox | None = None) -
         if sandbox is None:
             raise ValueError("this sample needs a running sandbox")
         text = text.replace(_SANDBOX, sandbox.config_toml(auth="certificate").rstrip())
+    if _DNS in text:
+        if world is None:
+            raise ValueError("this sample needs its local mail servers")
+        text = text.replace(_DNS, world.rstrip())
     return text
 
 
@@ -40,10 +86,17 @@ def prepare(
     today: dt.date,
     organisation: str = DEMO_ORGANISATION,
     sandbox: Sandbox | None = None,
+    world: EmailWorld | None = None,
 ) -> Path:
     """Copy the sample into `workdir`, render its templates (dates relative to `today`, the
     running sandbox's endpoints), and return its config path."""
     source = demo_dir() / organisation
+    world_toml = None
+    if world is not None:
+        ca_path = workdir / "demo-ca.pem"
+        workdir.mkdir(parents=True, exist_ok=True)
+        ca_path.write_bytes(world.ca_pem)
+        world_toml = world.config_toml(ca_path)
     for path in sorted(source.rglob("*")):
         if not path.is_file():
             continue
@@ -52,7 +105,8 @@ def prepare(
             target = workdir / relative.with_suffix("")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(
-                render_template(path.read_text(encoding="utf-8"), today, sandbox), encoding="utf-8"
+                render_template(path.read_text(encoding="utf-8"), today, sandbox, world_toml),
+                encoding="utf-8",
             )
         else:
             target = workdir / relative

@@ -104,8 +104,9 @@ def test_consistent_tampering_of_an_unsigned_bundle_is_caught_by_reevaluation(
     work.mkdir()
     from auditor import demo as demo_module
 
-    with demo_module.sandbox_for() as sandbox:
-        config = demo_module.prepare(work, dt.datetime.now(dt.UTC).date(), sandbox=sandbox)
+    with demo_module.sandbox_for() as sandbox, demo_module.email_world() as world:
+        today = dt.datetime.now(dt.UTC).date()
+        config = demo_module.prepare(work, today, sandbox=sandbox, world=world)
         run_cli("audit", "--config", config, "--out", work / "out", cwd=work)
     bundle = next((work / "out").glob("*.zip"))
     content = members(bundle)
