@@ -38,10 +38,13 @@ class EmailWorld:
 
     def config_toml(self, ca_path: Path) -> str:
         domains = ", ".join(json.dumps(d) for d in self.domains)
+        # The demo's signed zones chain up to its own "org" key, not the real root's.
+        anchors = ", ".join(json.dumps(a) for a in self.dns.zone.trust_anchors())
         return (
             f"[dns]\ndomains = [{domains}]\nnameservers = [{json.dumps(self.dns.nameserver)}]\n"
             f"https_port = {self.web.port}\nsmtp_port = {self.smtp.port}\n"
             f"ca_bundle = {json.dumps(str(ca_path))}\ntimeout_seconds = 2.0\n"
+            f"trust_anchors = [{anchors}]\n"
         )
 
 

@@ -127,7 +127,9 @@ def _section_for_pointer(policy: Policy, ptr: str) -> tuple[str, str]:
 
 
 def _enclosing_item(data: JSON, ptr: str) -> tuple[str, JSON] | None:
-    """(pointer, value) of the innermost list item that holds `ptr`, when `ptr` lies deeper."""
+    """(pointer, value) of the innermost list item that holds `ptr`, when `ptr` lies deeper;
+    failing that, of the object directly holding `ptr` (its siblings often say why: a status
+    next to its reason)."""
     parts = pointer_parts(ptr)
     node = data
     found: tuple[int, JSON] | None = None
@@ -139,10 +141,25 @@ def _enclosing_item(data: JSON, ptr: str) -> tuple[str, JSON] | None:
             node = node[part]
         else:
             break
+    if found is None and len(parts) >= 2:
+        holder = _walk(data, parts[:-1])
+        return None if holder is None else (pointer(parts[:-1]), summarise(holder, limit=1000))
     if found is None or found[0] == len(parts):
         return None
     depth, item = found
     return pointer(parts[:depth]), summarise(item, limit=1000)
+
+
+def _walk(data: JSON, parts: list[str]) -> JSON:
+    node = data
+    for part in parts:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    return node
 
 
 def _base_result(policy: Policy, subject: str, status: str, reason: str) -> Result:

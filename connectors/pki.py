@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -37,6 +40,18 @@ class Issued:
     certificate: x509.Certificate
     cert_pem: bytes
     key_pem: bytes
+
+    def server_context(self) -> ssl.SSLContext:
+        """A TLS server context presenting this certificate."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        # The ssl module loads keys only from files; the file lives only as long as the load.
+        with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as handle:
+            handle.write(self.cert_pem + self.key_pem)
+        try:
+            context.load_cert_chain(handle.name)
+        finally:
+            Path(handle.name).unlink()
+        return context
 
 
 class LocalCA:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +23,8 @@ from connectors.base import (
     Section,
     SubjectKind,
 )
-from connectors.dns import dkim, dmarc, mta_sts, spf, starttls, tlsrpt
+from connectors.dns import dane, dkim, dmarc, mta_sts, spf, starttls, tlsrpt
+from connectors.dns.dnssec import ROOT_ANCHORS, TrustAnchorError, Validator, parse_anchors
 from connectors.dns.resolver import DnsLookupError, Resolver
 
 _SENDERS = Path(__file__).with_name("senders.json")
@@ -46,33 +46,6 @@ def match_vendor(target: str, vendors: list[dict[str, Any]], kind: str) -> dict[
             if target == domain or target.endswith("." + domain):
                 return vendor
     return None
-
-
-def tlsa_matches(record: str, der: bytes) -> bool | None:
-    """Whether a TLSA record (`usage selector type data`) matches the certificate; None for
-    usages that need the whole chain (PKIX-TA, DANE-TA), which the probe does not keep."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    parts = record.split()
-    if len(parts) < 4:
-        return False
-    usage, selector, matching = int(parts[0]), int(parts[1]), int(parts[2])
-    data = "".join(parts[3:]).lower()
-    if usage not in (1, 3):
-        return None
-    cert = x509.load_der_x509_certificate(der)
-    content = (
-        der
-        if selector == 0
-        else cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    )
-    digest = {
-        0: content.hex(),
-        1: hashlib.sha256(content).hexdigest(),
-        2: hashlib.sha512(content).hexdigest(),
-    }.get(matching)
-    return digest == data
 
 
 class DnsConnector(Connector):
@@ -114,6 +87,17 @@ class DnsConnector(Connector):
                 ]
             },
             "senders_file": {"type": "string", "minLength": 1},
+            "trust_anchors": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string", "minLength": 1},
+                "description": "DS records to start DNSSEC validation from (default: the root's).",
+            },
+            "dnssec_validation": {
+                "enum": ["local", "resolver"],
+                "description": "Validate signatures here (local, the default), or trust the "
+                "resolver's AD flag (resolver).",
+            },
         },
     }
 
@@ -130,6 +114,10 @@ class DnsConnector(Connector):
             path = self._path(key)
             if path is not None and not path.is_file():
                 raise ConnectorInputError(f"[dns] {key}: {path} does not exist")
+        try:
+            parse_anchors(self.config.get("trust_anchors", ROOT_ANCHORS))
+        except TrustAnchorError as exc:
+            raise ConnectorInputError(f"[dns] trust_anchors: {exc}") from exc
         if self._path("senders_file"):
             try:
                 load_senders(self._path("senders_file"))
@@ -199,12 +187,15 @@ class DnsConnector(Connector):
             retries=int(self.config.get("retries", 2)),
             concurrency=int(self.config.get("concurrency", 64)),
         )
+        validator = Validator(
+            resolver, self.config.get("trust_anchors", ROOT_ANCHORS), now=ctx.now.timestamp()
+        )
         vendors = load_senders(self._path("senders_file"))
         domains = self._domains(ctx.upstream)
         for domain in domains:
             ctx.add_subject("dns", "domain", domain)
         ctx.progress(f"{len(domains)} domain(s)")
-        await asyncio.gather(*(self._domain(ctx, resolver, d, vendors) for d in domains))
+        await asyncio.gather(*(self._domain(ctx, resolver, validator, d, vendors) for d in domains))
         ctx.add_raw(
             RawRecord(
                 path="dns/answers.json",
@@ -222,7 +213,12 @@ class DnsConnector(Connector):
         }
 
     async def _domain(
-        self, ctx: CollectContext, resolver: Resolver, domain: str, vendors: list[dict[str, Any]]
+        self,
+        ctx: CollectContext,
+        resolver: Resolver,
+        validator: Validator,
+        domain: str,
+        vendors: list[dict[str, Any]],
     ) -> None:
         answers = ("raw/dns/answers.json",)
 
@@ -274,7 +270,7 @@ class DnsConnector(Connector):
             mx = None
         if mx is not None:
             add("dns.mx", mx, f"dns:MX {domain}")
-            await self._transport(ctx, resolver, domain, mx, add)
+            await self._transport(ctx, resolver, validator, domain, mx, add)
 
         selectors = self._selectors(domain, ctx.upstream)
         checked = await asyncio.gather(
@@ -327,10 +323,16 @@ class DnsConnector(Connector):
                 addresses += list((await resolver.query(host, rdtype)).records)
             hosts.append({"host": host, "preference": int(preference), "addresses": addresses})
         hosts.sort(key=lambda h: (h["preference"], h["host"]))
-        return {"domain": domain, "hosts": hosts, "authenticated": answer.authenticated}
+        return {"domain": domain, "hosts": hosts, "resolver_ad_flag": answer.authenticated}
 
     async def _transport(
-        self, ctx: CollectContext, resolver: Resolver, domain: str, mx: dict[str, Any], add: Any
+        self,
+        ctx: CollectContext,
+        resolver: Resolver,
+        validator: Validator,
+        domain: str,
+        mx: dict[str, Any],
+        add: Any,
     ) -> None:
         ca = str(self._path("ca_bundle")) if self._path("ca_bundle") else None
         fetch = mta_sts.Fetch(port=int(self.config.get("https_port", 443)), ca_bundle=ca)
@@ -377,39 +379,19 @@ class DnsConnector(Connector):
                 raw=("raw/dns/answers.json", raw_path),
             )
 
+        certificates = (
+            [p.certificate.der if p.certificate else None for p in probes]
+            if probes
+            else [None] * len(hosts)
+        )
         try:
-            dane = []
-            probed: list[starttls.Probe | None] = list(probes) or [None] * len(mx["hosts"])
-            for host, probe in zip(mx["hosts"], probed, strict=True):
-                answer = await resolver.query(f"_25._tcp.{host['host']}", "TLSA")
-                der = probe.certificate.der if probe and probe.certificate else None
-                results = [tlsa_matches(r, der) for r in answer.records] if der else []
-                dane.append(
-                    {
-                        "host": host["host"],
-                        "tlsa": list(answer.records),
-                        "tlsa_authenticated": answer.authenticated,
-                        "matches": any(r is True for r in results) if results else None,
-                    }
-                )
-            soa = await resolver.query(domain, "SOA")
-            add(
-                "dns.dnssec",
-                {
-                    "domain": domain,
-                    "validated": soa.authenticated and mx["authenticated"],
-                    "mx": dane,
-                },
-                f"dns:DNSSEC {domain}",
-            )
+            mode = self.config.get("dnssec_validation", "local")
+            result = await dane.analyse(domain, hosts, certificates, resolver, validator, mode)
         except DnsLookupError as exc:
-            add(
-                "dns.dnssec",
-                None,
-                f"dns:DNSSEC {domain}",
-                status="error",
-                reason=f"DNSSEC lookup failed: {exc}",
-            )
+            reason = f"DNSSEC lookup failed: {exc}"
+            add("dns.dnssec", None, f"dns:DNSSEC {domain}", status="error", reason=reason)
+        else:
+            add("dns.dnssec", result, f"dns:DNSSEC {domain}")
 
     @staticmethod
     def _senders(

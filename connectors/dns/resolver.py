@@ -17,8 +17,10 @@ import dns.message
 import dns.name
 import dns.nameserver
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
+import dns.rrset
 
 Status = Literal["ok", "nxdomain", "nodata"]
 
@@ -46,6 +48,9 @@ class Answer:
     authenticated: bool = False
     # The names CNAMEs led to, in order (a DKIM selector pointing into a provider's zone).
     cname_chain: tuple[str, ...] = ()
+    # The answer and its signatures as dnspython holds them, for DNSSEC validation.
+    rrset: dns.rrset.RRset | None = field(default=None, compare=False, repr=False)
+    rrsigs: dns.rrset.RRset | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,16 +67,28 @@ class Answer:
         return self.status != "ok" or not self.records
 
 
-def parse_nameserver(value: str) -> dns.nameserver.Do53Nameserver:
-    """`192.0.2.53`, `192.0.2.53:5353`, `[2001:db8::53]:5353` or `2001:db8::53`."""
-    host, port = value, 53
+def parse_nameserver(value: str) -> dns.nameserver.Nameserver:
+    """Plain DNS: `192.0.2.53`, `192.0.2.53:5353`, `[2001:db8::53]:5353`, `2001:db8::53`.
+    DNS over TLS: `tls://192.0.2.53`, `tls://192.0.2.53:853#dns.example` (the name the
+    certificate must carry). DNS over HTTPS: `https://dns.example/dns-query`."""
+    if value.startswith("https://"):
+        return dns.nameserver.DoHNameserver(value)
+    if value.startswith("tls://"):
+        address, _, hostname = value.removeprefix("tls://").partition("#")
+        host, port = _host_port(address, 853)
+        return dns.nameserver.DoTNameserver(host, port, hostname or None)
+    host, port = _host_port(value, 53)
+    return dns.nameserver.Do53Nameserver(host, port)
+
+
+def _host_port(value: str, default: int) -> tuple[str, int]:
     if value.startswith("["):
         host, _, rest = value[1:].partition("]")
-        port = int(rest.lstrip(":") or 53)
-    elif value.count(":") == 1:
+        return host, int(rest.lstrip(":") or default)
+    if value.count(":") == 1:
         host, _, port_text = value.partition(":")
-        port = int(port_text)
-    return dns.nameserver.Do53Nameserver(host, port)
+        return host, int(port_text)
+    return value, default
 
 
 @dataclass
@@ -155,12 +172,25 @@ class Resolver:
         )
         if result.rrset is None:
             return Answer(name, rdtype, "nodata", authenticated=authenticated, cname_chain=chain)
+        signatures = _signatures(result.response, result.rrset)
+        raw: tuple[bytes, ...] = ()
         if rdtype == "TXT":
             raw = tuple(b"".join(rdata.strings) for rdata in result.rrset)
             records = tuple(r.decode("utf-8", errors="replace") for r in raw)
-            return Answer(name, rdtype, "ok", records, raw, authenticated, chain)
-        records = tuple(rdata.to_text() for rdata in result.rrset)
-        return Answer(name, rdtype, "ok", records, (), authenticated, chain)
+        else:
+            records = tuple(rdata.to_text() for rdata in result.rrset)
+        return Answer(
+            name, rdtype, "ok", records, raw, authenticated, chain, result.rrset, signatures
+        )
+
+
+def _signatures(response: dns.message.Message, rrset: dns.rrset.RRset) -> dns.rrset.RRset | None:
+    try:
+        return response.find_rrset(
+            response.answer, rrset.name, dns.rdataclass.IN, dns.rdatatype.RRSIG, rrset.rdtype
+        )
+    except KeyError:
+        return None
 
 
 def _no_nameservers(exc: dns.resolver.NoNameservers) -> str:
