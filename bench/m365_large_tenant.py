@@ -203,7 +203,8 @@ def main() -> None:
         f"lower bound:         {bound:.2f} s "
         f"({chain} dependent requests x {args.latency_ms} ms: sign-in, then {which})"
     )
-    print(f"ratio to the bound:  {wall / bound:.2f}x (target: at most 1.5x)")
+    ratio = f"{wall / bound:.2f}x" if bound > 0 else "n/a (no added latency)"
+    print(f"ratio to the bound:  {ratio} (target: at most 1.5x)")
     print(f"peak memory:         {peak:,.0f} MiB (the connector's process; target: under 1 GB)")
     print(f"sections in error:   {len(problems)}" + (f" - {problems[:3]}" if problems else ""))
 

@@ -312,16 +312,17 @@ class DnsConnector(Connector):
 
     async def _mx(self, resolver: Resolver, domain: str) -> dict[str, Any]:
         answer = await resolver.query(domain, "MX")
-        hosts = []
+        found = []
         for record in answer.records:
             preference, _, host = record.partition(" ")
             host = host.rstrip(".").lower()
-            if host == "":  # null MX (RFC 7505): the domain receives no mail
-                continue
-            addresses = []
-            for rdtype in ("A", "AAAA"):
-                addresses += list((await resolver.query(host, rdtype)).records)
-            hosts.append({"host": host, "preference": int(preference), "addresses": addresses})
+            if host:  # an empty host is a null MX (RFC 7505): the domain receives no mail
+                found.append((int(preference), host))
+        addresses = await asyncio.gather(*(resolver.addresses(host) for _, host in found))
+        hosts = [
+            {"host": host, "preference": preference, "addresses": address_list}
+            for (preference, host), address_list in zip(found, addresses, strict=True)
+        ]
         hosts.sort(key=lambda h: (h["preference"], h["host"]))
         return {"domain": domain, "hosts": hosts, "resolver_ad_flag": answer.authenticated}
 

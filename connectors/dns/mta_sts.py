@@ -4,6 +4,7 @@ its `version`, `mode`, `max_age` and `mx` patterns, checked against the domain's
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 from dataclasses import dataclass, field
@@ -98,12 +99,16 @@ class Analysis:
         }
 
 
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    # Loading trust stores costs milliseconds: once per run, not once per domain.
+    if ca_bundle:
+        return ssl.create_default_context(cafile=ca_bundle)
+    return ssl.create_default_context()
+
+
 async def _fetch(host: str, addresses: list[str], fetch: Fetch) -> httpx.Response:
-    context = (
-        ssl.create_default_context(cafile=fetch.ca_bundle)
-        if fetch.ca_bundle
-        else ssl.create_default_context()
-    )
+    context = _tls_context(fetch.ca_bundle)
     last: Exception | None = None
     async with httpx.AsyncClient(
         verify=context, timeout=fetch.timeout, follow_redirects=False
@@ -145,9 +150,7 @@ async def analyse(domain: str, resolver: Resolver, mx_hosts: list[str], fetch: F
         analysis.record_id = tags.get("id")
         if not analysis.record_id or not _ID.match(analysis.record_id):
             analysis.problems.append(f"id {analysis.record_id!r} is not 1-32 letters and digits")
-        addresses = []
-        for rdtype in ("A", "AAAA"):
-            addresses += list((await resolver.query(host, rdtype)).records)
+        addresses = await resolver.addresses(host)
     except DnsLookupError as exc:
         analysis.status, analysis.error = "error", f"MTA-STS lookup failed: {exc}"
         return analysis

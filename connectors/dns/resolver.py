@@ -143,6 +143,11 @@ class Resolver:
         future.set_result(answer)
         return answer
 
+    async def addresses(self, host: str) -> list[str]:
+        """The host's IPv4 and IPv6 addresses (both asked at once)."""
+        v4, v6 = await asyncio.gather(self.query(host, "A"), self.query(host, "AAAA"))
+        return [*v4.records, *v6.records]
+
     async def _ask(self, name: str, rdtype: str) -> Answer:
         async with self._slots:
             self.stats.queries += 1
