@@ -25,7 +25,7 @@ from connectors.base import (
 )
 from connectors.dns import dane, dkim, dmarc, mta_sts, spf, starttls, tlsrpt
 from connectors.dns.dnssec import ROOT_ANCHORS, TrustAnchorError, Validator, parse_anchors
-from connectors.dns.resolver import DnsLookupError, Resolver
+from connectors.dns.resolver import DnsLookupError, Resolver, parse_nameserver
 
 _SENDERS = Path(__file__).with_name("senders.json")
 
@@ -72,7 +72,8 @@ class DnsConnector(Connector):
             "ca_bundle": {
                 "type": "string",
                 "minLength": 1,
-                "description": "Extra CA to trust for MTA-STS hosts and MX certificates.",
+                "description": "Extra CA to trust for MTA-STS hosts, MX certificates and DNS "
+                "over TLS or HTTPS servers.",
             },
             "dkim_selectors": {
                 "oneOf": [
@@ -114,6 +115,14 @@ class DnsConnector(Connector):
             path = self._path(key)
             if path is not None and not path.is_file():
                 raise ConnectorInputError(f"[dns] {key}: {path} does not exist")
+        for server in self.config.get("nameservers", []):
+            try:
+                parse_nameserver(server)
+            except (ValueError, TypeError) as exc:
+                raise ConnectorInputError(
+                    f"[dns] nameservers: {server!r} is not a nameserver ({exc}); write an "
+                    "address with an optional port, tls://address[:port][#name], or an https:// URL"
+                ) from exc
         try:
             parse_anchors(self.config.get("trust_anchors", ROOT_ANCHORS))
         except TrustAnchorError as exc:
@@ -186,6 +195,7 @@ class DnsConnector(Connector):
             timeout=float(self.config.get("timeout_seconds", 3.0)),
             retries=int(self.config.get("retries", 2)),
             concurrency=int(self.config.get("concurrency", 64)),
+            ca_bundle=str(self._path("ca_bundle")) if self._path("ca_bundle") else None,
         )
         validator = Validator(
             resolver, self.config.get("trust_anchors", ROOT_ANCHORS), now=ctx.now.timestamp()

@@ -7,6 +7,7 @@ A timeout or SERVFAIL is an error the caller must report as such: it is never "n
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,28 +68,35 @@ class Answer:
         return self.status != "ok" or not self.records
 
 
-def parse_nameserver(value: str) -> dns.nameserver.Nameserver:
+def parse_nameserver(value: str, ca_bundle: str | None = None) -> dns.nameserver.Nameserver:
     """Plain DNS: `192.0.2.53`, `192.0.2.53:5353`, `[2001:db8::53]:5353`, `2001:db8::53`.
     DNS over TLS: `tls://192.0.2.53`, `tls://192.0.2.53:853#dns.example` (the name the
-    certificate must carry). DNS over HTTPS: `https://dns.example/dns-query`."""
+    certificate must carry). DNS over HTTPS: `https://dns.example/dns-query`. Encrypted
+    transports verify the server's certificate against `ca_bundle`, or the system's CAs."""
+    verify: bool | str = ca_bundle or True
     if value.startswith("https://"):
-        return dns.nameserver.DoHNameserver(value)
+        return dns.nameserver.DoHNameserver(value, verify=verify)
     if value.startswith("tls://"):
         address, _, hostname = value.removeprefix("tls://").partition("#")
         host, port = _host_port(address, 853)
-        return dns.nameserver.DoTNameserver(host, port, hostname or None)
+        return dns.nameserver.DoTNameserver(host, port, hostname or None, verify=verify)
     host, port = _host_port(value, 53)
     return dns.nameserver.Do53Nameserver(host, port)
 
 
 def _host_port(value: str, default: int) -> tuple[str, int]:
+    """(IP address, port); a name is refused, since finding its address would need DNS."""
+    host, port = value, default
     if value.startswith("["):
         host, _, rest = value[1:].partition("]")
-        return host, int(rest.lstrip(":") or default)
-    if value.count(":") == 1:
+        port = int(rest.lstrip(":") or default)
+    elif value.count(":") == 1:
         host, _, port_text = value.partition(":")
-        return host, int(port_text)
-    return value, default
+        port = int(port_text)
+    ipaddress.ip_address(host)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range")
+    return host, port
 
 
 @dataclass
@@ -104,12 +112,15 @@ class Resolver:
     timeout: float = 3.0
     retries: int = 2
     concurrency: int = 64
+    ca_bundle: str | None = None  # for DNS over TLS or HTTPS servers with a private CA
     stats: Stats = field(default_factory=Stats)
 
     def __post_init__(self) -> None:
         if self.nameservers:
             self._resolver = dns.asyncresolver.Resolver(configure=False)
-            self._resolver.nameservers = [parse_nameserver(n) for n in self.nameservers]
+            self._resolver.nameservers = [
+                parse_nameserver(n, self.ca_bundle) for n in self.nameservers
+            ]
         else:
             self._resolver = dns.asyncresolver.Resolver()
         # Ask for DNSSEC records so a validating resolver can set the AD flag.

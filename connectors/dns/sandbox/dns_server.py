@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import socketserver
+import ssl
 import struct
 import threading
 import time
@@ -25,9 +26,17 @@ _UDP_LIMIT = 1232  # the payload size DNS flag day 2020 settled on
 
 
 class DnsSandbox:
-    """Serve a Zone on 127.0.0.1 (UDP and TCP on the same port)."""
+    """Serve a Zone on 127.0.0.1 (UDP and TCP on the same port; with `tls`, DNS over TLS on a
+    port of its own, `tls_port`)."""
 
-    def __init__(self, zone: Zone, *, port: int = 0, latency_ms: int = 0) -> None:
+    def __init__(
+        self,
+        zone: Zone,
+        *,
+        port: int = 0,
+        latency_ms: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.zone = zone
         self.latency_ms = latency_ms
         self.queries = 0
@@ -68,6 +77,23 @@ class DnsSandbox:
         self._tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._tcp.server_bind()
         self._tcp.server_activate()
+        self._servers: list[socketserver.BaseServer] = [self._udp, self._tcp]
+        self.tls_port: int | None = None
+        if tls is not None:
+
+            class TlsServer(socketserver.ThreadingTCPServer):
+                daemon_threads = True
+
+                def get_request(self) -> tuple[socket.socket, object]:
+                    sock, address = super().get_request()
+                    assert tls is not None
+                    return tls.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False
+                    ), address
+
+            dot = TlsServer(("127.0.0.1", 0), Tcp)
+            self.tls_port = dot.server_address[1]
+            self._servers.append(dot)
 
     @property
     def nameserver(self) -> str:
@@ -123,12 +149,12 @@ class DnsSandbox:
                 response.answer.append(dns.rrset.from_rdata(rrset.name, rrset.ttl, signature))
 
     def start(self) -> DnsSandbox:
-        for server in (self._udp, self._tcp):
+        for server in self._servers:
             threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def stop(self) -> None:
-        for server in (self._udp, self._tcp):
+        for server in self._servers:
             server.shutdown()
             server.server_close()
 
