@@ -40,6 +40,7 @@ from auditor.reports import terminal
 from auditor.resources import policies_dir
 from auditor.snapshot import read_snapshot
 from auditor.timeutil import utcnow
+from connectors.dns.sandbox.world import WorldError, serve_world
 from connectors.m365.permissions import SETUP_STEPS
 from connectors.m365.pseudonymise import pseudonymise_tenant
 from connectors.m365.sandbox.server import Faults, Sandbox
@@ -174,7 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     keygen.add_argument("--force", action="store_true", help="overwrite existing key files")
 
     sandbox = commands.add_parser(
-        "sandbox", help="serve a recorded tenant on 127.0.0.1 over HTTPS, for trying and testing"
+        "sandbox",
+        help="serve a recorded tenant, or mail domains, on 127.0.0.1 for trying and testing",
     )
     sandbox_kinds = sandbox.add_subparsers(dest="sandbox_kind", required=True, metavar="KIND")
     m365 = sandbox_kinds.add_parser("m365", help="a recorded Microsoft 365 tenant")
@@ -206,6 +208,19 @@ def _parser() -> argparse.ArgumentParser:
             metavar="GLOB",
             help=f"answer matching recorded paths with {what} (e.g. graph/v1.0/users, exo/*)",
         )
+    email = sandbox_kinds.add_parser(
+        "email", help="mail domains: DNS (with signed zones), MTA-STS hosts and SMTP servers"
+    )
+    email.add_argument(
+        "file", type=Path, metavar="FILE", help="an email world (format commsaudit/email-world/v1)"
+    )
+    email.add_argument("--latency-ms", type=int, default=0, help="delay every DNS answer")
+    email.add_argument(
+        "--ca-out",
+        type=Path,
+        default=Path("sandbox-ca.pem"),
+        help="where to write the CA its certificates chain to (default: sandbox-ca.pem)",
+    )
     perms = commands.add_parser(
         "permissions", help="the least-privilege permissions each connector needs"
     )
@@ -436,6 +451,11 @@ def _cmd_keygen(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    if args.sandbox_kind == "email":
+        return _serve_email(args, stop)
     directory = args.directory
     if not (directory / "tenant.json").is_file():
         raise ConfigError(
@@ -450,9 +470,6 @@ def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
         drop=tuple(args.drop),
         forbid=tuple(args.forbid),
     )
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     with Sandbox(
         directory,
         faults=faults,
@@ -467,6 +484,23 @@ def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
         sys.stdout.flush()
         sys.stderr.write(f"serving {directory} on 127.0.0.1; Ctrl-C stops\n")
         stop.wait()
+    return 0
+
+
+def _serve_email(args: argparse.Namespace, stop: threading.Event) -> int:
+    try:
+        with serve_world(args.file, latency_ms=args.latency_ms) as world:
+            args.ca_out.write_bytes(world.ca_pem)
+            sys.stdout.write(world.config_toml(args.ca_out.resolve()))
+            sys.stdout.flush()
+            sys.stderr.write(
+                f"serving {args.file} on 127.0.0.1 (CA in {args.ca_out}); Ctrl-C stops\n"
+            )
+            stop.wait()
+    except WorldError as exc:
+        raise ConfigError(
+            str(exc), hint="try fixtures/demo/contoso-health/email-world.json"
+        ) from None
     return 0
 
 

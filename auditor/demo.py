@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.resources import demo_dir, tenants_dir
-from connectors.dns.sandbox import DnsSandbox, HttpsSandbox, MailHost, SmtpSandbox, WebHost, Zone
+from connectors.dns.sandbox.world import EmailWorld, serve_world
 from connectors.m365.sandbox.server import Sandbox
-from connectors.pki import LocalCA
 
 DEMO_ORGANISATION = "contoso-health"
 _PLACEHOLDER = re.compile(r"\$\{date:([+-]\d+)\}")
@@ -26,40 +23,11 @@ _SANDBOX = "${sandbox:m365}"
 _DNS = "${sandbox:dns}"
 
 
-@dataclass
-class EmailWorld:
-    """The sample's mail domains on local DNS, MTA-STS and SMTP servers."""
-
-    dns: DnsSandbox
-    web: HttpsSandbox
-    smtp: SmtpSandbox
-    ca_pem: bytes
-    domains: list[str]
-
-    def config_toml(self, ca_path: Path) -> str:
-        domains = ", ".join(json.dumps(d) for d in self.domains)
-        # The demo's signed zones chain up to its own "org" key, not the real root's.
-        anchors = ", ".join(json.dumps(a) for a in self.dns.zone.trust_anchors())
-        return (
-            f"[dns]\ndomains = [{domains}]\nnameservers = [{json.dumps(self.dns.nameserver)}]\n"
-            f"https_port = {self.web.port}\nsmtp_port = {self.smtp.port}\n"
-            f"ca_bundle = {json.dumps(str(ca_path))}\ntimeout_seconds = 2.0\n"
-            f"trust_anchors = [{anchors}]\n"
-        )
-
-
 @contextlib.contextmanager
 def email_world(organisation: str = DEMO_ORGANISATION) -> Iterator[EmailWorld]:
-    data = json.loads((demo_dir() / organisation / "email-world.json").read_text(encoding="utf-8"))
-    ca = LocalCA()
-    web = {host: WebHost(spec["body"].encode()) for host, spec in data["web"].items()}
-    mail = {address: MailHost(**spec) for address, spec in data["mail"].items()}
-    with (
-        DnsSandbox(Zone.from_data(data["zone"])) as dns,
-        HttpsSandbox(ca, web) as https,
-        SmtpSandbox(ca, mail) as smtp,
-    ):
-        yield EmailWorld(dns, https, smtp, ca.pem, list(data["domains"]))
+    """The sample's mail domains on local DNS, MTA-STS and SMTP servers."""
+    with serve_world(demo_dir() / organisation / "email-world.json") as world:
+        yield world
 
 
 def render_template(

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -266,3 +268,59 @@ def test_no_smtp_probe_makes_starttls_not_applicable(world: Path) -> None:
     )
     result = json.loads(proc.stdout)["results"][0]
     assert result["status"] == "not_applicable" and "SMTP probe is turned off" in result["reason"]
+
+
+def test_sandbox_email_serves_a_world_that_an_audit_reads(tmp_path: Path) -> None:
+    """`commsaudit sandbox email FILE` prints a [dns] section; pasted into a config, it audits
+    the demo's two mail domains with the stories they were written to tell."""
+    from auditor.resources import demo_dir
+
+    world = demo_dir() / "contoso-health" / "email-world.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditor", "sandbox", "email", str(world)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        while not (lines and lines[-1].startswith("trust_anchors")):
+            line = process.stdout.readline()
+            assert line, process.stderr.read() if process.stderr else "sandbox exited"
+            lines.append(line)
+        assert (tmp_path / "sandbox-ca.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
+        (tmp_path / "commsaudit.toml").write_text("".join(lines) + '[evidence]\nout = "out"\n')
+        proc = run_cli(
+            "audit",
+            "--config",
+            tmp_path / "commsaudit.toml",
+            "--domain",
+            "contoso-health.org",
+            "--profile",
+            "email-posture",
+            "--format",
+            "json",
+            cwd=tmp_path,
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert process.returncode == 0
+    results = {
+        (r["control"], r["subject"]): r["status"] for r in json.loads(proc.stdout)["results"]
+    }
+    news, clean = "contoso-health-news.org", "contoso-health.org"
+    assert results[("dns.dmarc.enforced", news)] == "fail"
+    assert results[("dns.mta-sts.enforced", news)] == "fail"
+    assert results[("dns.dmarc.enforced", clean)] == "pass"
+    assert results[("dns.mta-sts.enforced", clean)] == "pass"
+    assert results[("dns.mx.starttls", clean)] == "pass"
+
+
+def test_sandbox_email_refuses_a_file_that_is_not_a_world(tmp_path: Path) -> None:
+    (tmp_path / "world.json").write_text('{"format": "something/else"}')
+    proc = run_cli("sandbox", "email", tmp_path / "world.json", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "not an email world" in proc.stderr
