@@ -408,9 +408,15 @@ class DnsConnector(Connector):
     def _senders(
         spf_result: spf.Analysis, selectors: list[dkim.Selector], vendors: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
+        # (where the vendor's domain was found, which map of the senders file to look in, why)
+        targets = [(t, "spf", f"SPF include of {t}") for t in spf_result.targets] + [
+            (t, "dkim", f"DKIM selector {s.selector} points to {t}")
+            for s in selectors
+            for t in s.cname_chain
+        ]
         found: list[dict[str, Any]] = []
-        for target in spf_result.targets:
-            vendor = match_vendor(target, vendors, "spf")
+        for target, kind, found_via in targets:
+            vendor = match_vendor(target, vendors, kind)
             if vendor:
                 found.append(
                     {
@@ -418,21 +424,8 @@ class DnsConnector(Connector):
                         "name": vendor["name"],
                         "service": vendor["service"],
                         "baa_offered": vendor.get("baa_offered"),
-                        "found_via": f"SPF include of {target}",
+                        "found_via": found_via,
                     }
                 )
-        for selector in selectors:
-            for target in selector.cname_chain:
-                vendor = match_vendor(target, vendors, "dkim")
-                if vendor:
-                    found.append(
-                        {
-                            "vendor": vendor["vendor"],
-                            "name": vendor["name"],
-                            "service": vendor["service"],
-                            "baa_offered": vendor.get("baa_offered"),
-                            "found_via": f"DKIM selector {selector.selector} points to {target}",
-                        }
-                    )
         unique = {(f["vendor"], f["found_via"]): f for f in found}
         return list(unique.values())
