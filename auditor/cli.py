@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import tempfile
+import textwrap
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ from auditor.reports import terminal
 from auditor.resources import policies_dir
 from auditor.snapshot import read_snapshot
 from auditor.timeutil import utcnow
+from connectors.aws.connector import iam_policy
 from connectors.dns.sandbox.world import WorldError, serve_world
 from connectors.m365.permissions import SETUP_STEPS
 from connectors.m365.pseudonymise import pseudonymise_tenant
@@ -512,6 +514,7 @@ def _cmd_permissions(args: argparse.Namespace, console: Console) -> int:
         }
         for name, c in CONNECTORS.items()
     }
+    data["aws"]["iam_policy"] = iam_policy()
     if args.format == "json":
         sys.stdout.write(dumps_pretty(data))
         return 0
@@ -521,6 +524,9 @@ def _cmd_permissions(args: argparse.Namespace, console: Console) -> int:
             print(f"  - {perm['name']}: {perm['why']}")
         if name == "m365":
             print(SETUP_STEPS)
+        if name == "aws":
+            print("  As an IAM policy (attach it to the role or user the audit uses):")
+            print(textwrap.indent(dumps_pretty(entry["iam_policy"]).rstrip(), "    "))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from connectors.attestations import AttestationsConnector
+from connectors.aws.connector import AwsConnector
 from connectors.base import Connector
 from connectors.dns.connector import DnsConnector
 from connectors.m365.connector import M365Connector
@@ -12,12 +13,12 @@ CONNECTORS: dict[str, type[Connector]] = {
     AttestationsConnector.name: AttestationsConnector,
     M365Connector.name: M365Connector,
     DnsConnector.name: DnsConnector,
+    AwsConnector.name: AwsConnector,
     ReplayConnector.name: ReplayConnector,
 }
 
 # Sections the contracts define whose connectors are not in this build yet: accepted by the
 # config schema so the error can say so plainly instead of "unknown section".
 PLANNED: dict[str, str] = {
-    "aws": "AWS",
     "pulumi": "Pulumi",
 }

@@ -52,6 +52,12 @@ ZONE: dict[str, Any] = {
     "_dmarc.bad.example": [{"TXT": "v=DMARC1; p=block"}],
     "_dmarc.org.example": [{"TXT": "v=DMARC1; p=reject; sp=quarantine; np=reject"}],
     "deep.sub.org.example": [{"A": "192.0.2.1"}],
+    # A subdomain reporting to its organisation's own domain needs no authorisation...
+    "_dmarc.news.org.example": [{"TXT": "v=DMARC1; p=reject; rua=mailto:d@org.example"}],
+    # ...unless a psd=y record says the parent is a public suffix (each child its own org).
+    "_dmarc.psd.example": [{"TXT": "v=DMARC1; p=reject; psd=y"}],
+    "_dmarc.a.psd.example": [{"TXT": "v=DMARC1; p=reject; rua=mailto:d@b.psd.example"}],
+    "_dmarc.b.psd.example": [{"TXT": "v=DMARC1; p=reject"}],
     "_smtp._tls.good.example": [
         {"TXT": "v=TLSRPTv1; rua=mailto:tls@good.example,https://reports.good.example/tls"}
     ],
@@ -153,6 +159,18 @@ def test_dmarc_tree_walk_finds_the_organisational_record(servers: Any) -> None:
         "_dmarc.org.example",
     ]
     assert dmarc.walk_names("a.b.c.d.e.f.g.h.i.example")[1] == "d.e.f.g.h.i.example"
+
+
+def test_report_destinations_inside_the_organisational_domain_need_no_authorisation(
+    servers: Any,
+) -> None:
+    dns, _web, _ca = servers
+    news = _run(dmarc.analyse("news.org.example", _resolver(dns))).to_json()
+    assert news["organisational_domain"] == "org.example"
+    assert news["rua"][0]["external"] is False and news["unauthorised_destinations"] == []
+    sibling = _run(dmarc.analyse("a.psd.example", _resolver(dns))).to_json()
+    assert sibling["organisational_domain"] == "a.psd.example"
+    assert sibling["unauthorised_destinations"] == ["mailto:d@b.psd.example"]
 
 
 def test_tlsrpt(servers: Any) -> None:

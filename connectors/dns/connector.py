@@ -2,8 +2,8 @@
 MX STARTTLS, DNSSEC/DANE, and the third-party senders its records reveal.
 
 Domains come from `[dns] domains`, from the Microsoft 365 verified domains that carry email, and
-(once the AWS connector exists) from SES identities. DKIM selectors come from config and from
-Exchange Online's DKIM configuration."""
+from SES domain identities. DKIM selectors come from config, from Exchange Online's DKIM
+configuration and from SES's Easy DKIM tokens."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class DnsConnector(Connector):
     name: ClassVar[str] = "dns"
     title: ClassVar[str] = "Email posture (DNS)"
     platforms: ClassVar[tuple[Platform, ...]] = ("dns",)
-    depends_on: ClassVar[tuple[str, ...]] = ("m365",)
+    depends_on: ClassVar[tuple[str, ...]] = ("m365", "aws")
     config_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
@@ -170,6 +170,10 @@ class DnsConnector(Connector):
                         and not name.endswith(".onmicrosoft.com")
                     ):
                         found.append(name)
+            elif section.name == "aws.ses.identities" and section.status == "ok":
+                for identity in (section.data or {}).get("identities", []):
+                    if identity.get("type") == "DOMAIN" and identity.get("identity"):
+                        found.append(str(identity["identity"]).lower().rstrip("."))
         return list(dict.fromkeys(found))
 
     def _selectors(self, domain: str, upstream: list[Section]) -> list[tuple[str, str]]:
@@ -187,6 +191,14 @@ class DnsConnector(Connector):
                             selector = cname.split("-", 1)[0] if cname else ""
                             if selector:
                                 chosen.append((selector, "exchange"))
+            elif section.name == "aws.ses.identities" and section.status == "ok":
+                # Easy DKIM: each token is a selector, <token>._domainkey.<domain>.
+                for identity in (section.data or {}).get("identities", []):
+                    dkim_settings = identity.get("dkim") or {}
+                    if str(identity.get("identity", "")).lower() == domain and dkim_settings.get(
+                        "signing_enabled"
+                    ):
+                        chosen += [(token, "ses") for token in dkim_settings.get("tokens", [])]
         return list(dict.fromkeys(chosen))
 
     async def collect(self, ctx: CollectContext) -> None:

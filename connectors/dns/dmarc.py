@@ -106,6 +106,7 @@ class Analysis:
     record: str | None = None
     found_at: str | None = None  # the name the record was found at (the domain or an ancestor)
     inherited: bool = False  # found at an ancestor by the tree walk
+    organisational_domain: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     rua: list[Destination] = field(default_factory=list)
@@ -121,6 +122,7 @@ class Analysis:
             "record": self.record,
             "found_at": self.found_at,
             "inherited": self.inherited,
+            "organisational_domain": self.organisational_domain,
             "p": policy.lower() if policy else None,
             # The subdomain policies default to the next broader one, as receivers apply them.
             "sp": (self.tags.get("sp") or policy or "").lower() or None,
@@ -162,6 +164,29 @@ def walk_names(domain: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+async def organisational_domain(domain: str, resolver: Resolver) -> str:
+    """DMARCbis organisational-domain discovery by the same tree walk: the nearest record with
+    psd=n names it; a record with psd=y makes it the name one label below; otherwise it is the
+    name with the fewest labels that publishes a record (the domain itself if none does)."""
+    labels = domain.split(".")
+    found: list[str] = []
+    for name in walk_names(domain):
+        records = await _records(resolver, f"_dmarc.{name}")
+        if len(records) != 1:
+            continue
+        try:
+            psd = parse_record(records[0]).get("psd", "u").lower()
+        except DmarcSyntaxError:
+            continue
+        if psd == "n":
+            return name
+        if psd == "y":
+            depth = len(name.split(".")) + 1
+            return ".".join(labels[-depth:]) if depth <= len(labels) else domain
+        found.append(name)
+    return min(found, key=lambda n: n.count("."), default=domain)
+
+
 async def _authorised(resolver: Resolver, domain: str, destination: str) -> bool:
     answer = await resolver.query(f"{domain}._report._dmarc.{destination}", "TXT")
     return answer.status == "ok" and any(_VERSION.match(r) for r in answer.records)
@@ -199,10 +224,16 @@ async def analyse(domain: str, resolver: Resolver) -> Analysis:
 
 
 async def _destinations(analysis: Analysis, resolver: Resolver, policy_domain: str) -> None:
+    # A destination inside the organisational domain needs no authorisation (mail for
+    # notify.example.org reporting to example.org is the organisation reporting to itself).
+    organisation = await organisational_domain(analysis.domain, resolver)
+    analysis.organisational_domain = organisation
     for key, bucket in (("rua", analysis.rua), ("ruf", analysis.ruf)):
         for uri in report_uris(analysis.tags.get(key, "")):
             target = _destination_domain(uri)
-            external = target is not None and not is_within(target, policy_domain)
+            external = target is not None and not (
+                is_within(target, policy_domain) or is_within(target, organisation)
+            )
             authorised = None
             if external and target is not None:
                 authorised = await _authorised(resolver, policy_domain, target)

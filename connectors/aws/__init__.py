@@ -1,0 +1,1 @@
+"""The AWS connector: boto3, read calls only."""
