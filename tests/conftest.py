@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aws_moto import post
 from helpers import run_cli
 
 
@@ -33,3 +35,24 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     assert len(bundles) == 1, proc.stderr
     keys = sorted((work / "out").glob("*.pub.pem"))
     return DemoRun(work / "out", bundles[0], keys[0], proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def moto(moto_url: str) -> str:
+    """The server, emptied (and with IAM checks off) for this test."""
+    post(moto_url, "/moto-api/reset", b"")
+    post(moto_url, "/moto-api/reset-auth", b"inf")
+    return moto_url

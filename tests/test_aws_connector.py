@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 
 from connectors.aws import ses
@@ -21,107 +17,24 @@ from connectors.aws.calls import AwsReader, RefusedCall
 from connectors.aws.connector import AwsConnector, iam_policy
 from connectors.aws.session import AwsSession
 
+from aws_moto import ACCOUNT, KEYS, SUBJECT, audit, client, env, post
 from helpers import member_json, members, run_cli
-
-ACCOUNT = "123456789012"  # moto's account
-SUBJECT = f"{ACCOUNT}/us-east-1"
-KEYS = {
-    "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
-    "AWS_SECRET_ACCESS_KEY": "commsaudit-test-secret-0123456789",
-}
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture()
-def moto(moto_url: str) -> str:
-    """The server, emptied (and with IAM checks off) for this test."""
-    _post(moto_url, "/moto-api/reset", b"")
-    _post(moto_url, "/moto-api/reset-auth", b"inf")
-    return moto_url
-
-
-def _post(url: str, path: str, body: bytes) -> None:
-    # A form content type would hide the body from moto's handler.
-    request = urllib.request.Request(
-        url + path, data=body, method="POST", headers={"Content-Type": "text/plain"}
-    )
-    urllib.request.urlopen(request).close()
-
-
-def _env(tmp_path: Path, keys: dict[str, str] = KEYS) -> dict[str, str]:
-    # Credentials for the child process only, and nothing from this machine's AWS setup.
-    return {
-        **keys,
-        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-
-
-def _sesv2(url: str) -> Any:
-    return boto3.client(
-        "sesv2",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id=KEYS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=KEYS["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
-def _audit(
-    tmp_path: Path,
-    url: str,
-    *extra: str,
-    regions: str = '["us-east-1"]',
-    keys: dict[str, str] = KEYS,
-) -> tuple[int, dict[tuple[str, str], dict[str, Any]], str]:
-    (tmp_path / "commsaudit.toml").write_text(
-        f'[aws]\nendpoint_url = "{url}"\n'
-        + (f"regions = {regions}\n" if regions else "")
-        + 'max_attempts = 1\n[evidence]\nout = "out"\n[policies]\ncontrols = ["aws.*"]\n'
-    )
-    proc = run_cli(
-        "audit",
-        "--config",
-        tmp_path / "commsaudit.toml",
-        "--format",
-        "json",
-        *extra,
-        cwd=tmp_path,
-        env=_env(tmp_path, keys),
-    )
-    results = {}
-    if proc.stdout.strip():
-        results = {(r["control"], r["subject"]): r for r in json.loads(proc.stdout)["results"]}
-    return proc.returncode, results, proc.stderr
 
 
 def test_an_optional_tls_policy_and_a_bare_identity_fail_with_evidence(
     moto: str, tmp_path: Path
 ) -> None:
-    client = _sesv2(moto)
-    client.create_configuration_set(
+    ses_client = client(moto, "sesv2")
+    ses_client.create_configuration_set(
         ConfigurationSetName="phi", DeliveryOptions={"TlsPolicy": "REQUIRE"}
     )
-    client.create_configuration_set(
+    ses_client.create_configuration_set(
         ConfigurationSetName="marketing", DeliveryOptions={"TlsPolicy": "OPTIONAL"}
     )
-    client.create_email_identity(EmailIdentity="contoso-health.org", ConfigurationSetName="phi")
-    client.create_email_identity(EmailIdentity="alerts@contoso-health.org")
+    ses_client.create_email_identity(EmailIdentity="contoso-health.org", ConfigurationSetName="phi")
+    ses_client.create_email_identity(EmailIdentity="alerts@contoso-health.org")
 
-    code, results, stderr = _audit(tmp_path, moto)
+    code, results, stderr = audit(tmp_path, moto)
     assert code == 1, stderr
     tls = results[("aws.ses.tls-required", SUBJECT)]
     assert tls["status"] == "fail"
@@ -155,13 +68,13 @@ def test_an_optional_tls_policy_and_a_bare_identity_fail_with_evidence(
 def test_the_compliant_seed_passes_and_the_evidence_keeps_every_answer(
     moto: str, tmp_path: Path
 ) -> None:
-    client = _sesv2(moto)
-    client.create_configuration_set(
+    ses_client = client(moto, "sesv2")
+    ses_client.create_configuration_set(
         ConfigurationSetName="phi", DeliveryOptions={"TlsPolicy": "REQUIRE"}
     )
-    client.create_email_identity(EmailIdentity="contoso-health.org", ConfigurationSetName="phi")
+    ses_client.create_email_identity(EmailIdentity="contoso-health.org", ConfigurationSetName="phi")
 
-    code, results, stderr = _audit(tmp_path, moto)
+    code, results, stderr = audit(tmp_path, moto)
     assert results[("aws.ses.tls-required", SUBJECT)]["status"] == "pass", stderr
     assert code == 1  # DKIM still fails: moto cannot mark an identity's DKIM verified
     bundle = next((tmp_path / "out").glob("*.zip"))
@@ -178,21 +91,16 @@ def test_the_compliant_seed_passes_and_the_evidence_keeps_every_answer(
 
 
 def test_a_region_without_ses_use_is_not_applicable(moto: str, tmp_path: Path) -> None:
-    code, results, stderr = _audit(tmp_path, moto, regions='["eu-west-1"]')
+    _, results, stderr = audit(tmp_path, moto, regions='["eu-west-1"]')
     result = results[("aws.ses.tls-required", f"{ACCOUNT}/eu-west-1")]
     assert result["status"] == "not_applicable", stderr
-    assert code == 0
+    for control in ("aws.ses.dkim-enabled", "aws.ses.event-logging"):
+        assert results[(control, f"{ACCOUNT}/eu-west-1")]["status"] == "not_applicable"
     assert "no configuration sets or identities" in result["reason"]
 
 
 def _restricted_keys(url: str, actions: list[str]) -> dict[str, str]:
-    iam = boto3.client(
-        "iam",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id=KEYS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=KEYS["AWS_SECRET_ACCESS_KEY"],
-    )
+    iam = client(url, "iam")
     iam.create_user(UserName="auditor")
     key = iam.create_access_key(UserName="auditor")["AccessKey"]
     iam.put_user_policy(
@@ -205,7 +113,7 @@ def _restricted_keys(url: str, actions: list[str]) -> dict[str, str]:
             }
         ),
     )
-    _post(url, "/moto-api/reset-auth", b"0")  # IAM checks on from the next request
+    post(url, "/moto-api/reset-auth", b"0")  # IAM checks on from the next request
     return {
         "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
         "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
@@ -214,17 +122,33 @@ def _restricted_keys(url: str, actions: list[str]) -> dict[str, str]:
 
 def test_access_denied_names_the_iam_action(moto: str, tmp_path: Path) -> None:
     keys = _restricted_keys(moto, ["sts:GetCallerIdentity", "ses:ListEmailIdentities"])
-    _, results, stderr = _audit(tmp_path, moto, keys=keys)
+    _, results, stderr = audit(tmp_path, moto, keys=keys)
     tls = results[("aws.ses.tls-required", SUBJECT)]
     assert tls["status"] == "error", stderr
     assert "grant the IAM action ses:ListConfigurationSets" in tls["reason"]
+
+
+def test_an_inventory_that_cannot_be_read_makes_the_services_list_error(
+    moto: str, tmp_path: Path
+) -> None:
+    """provider.aws.baa must not pass on a partial list of services in use."""
+    from connectors.aws.connector import ACTIONS
+
+    keys = _restricted_keys(moto, [a for a in ACTIONS if a != "logs:DescribeLogGroups"])
+    audit(tmp_path, moto, keys=keys)
+    snapshot = member_json(next((tmp_path / "out").glob("*.zip")), "snapshot.json")
+    vendors = next(s for s in snapshot["sections"] if s["name"] == "aws.vendors")
+    assert vendors["status"] == "error" and vendors["data"] is None
+    assert "could not tell every AWS service in use" in vendors["reason"]
+    assert "aws.logs.log_groups in us-east-1" in vendors["reason"]
+    assert "logs:DescribeLogGroups" in vendors["reason"]
 
 
 def test_access_denied_to_the_region_list_stops_the_connector_naming_the_action(
     moto: str, tmp_path: Path
 ) -> None:
     keys = _restricted_keys(moto, ["sts:GetCallerIdentity"])
-    code, results, stderr = _audit(tmp_path, moto, "--strict", regions="", keys=keys)
+    code, results, stderr = audit(tmp_path, moto, "--strict", regions="", keys=keys)
     assert code == 2 and results, stderr  # --strict: a control that is error fails the run
     for result in results.values():  # the account was never reached: every control is error
         assert result["status"] == "error"
@@ -285,11 +209,11 @@ def test_permissions_prints_a_least_privilege_iam_policy(tmp_path: Path) -> None
     assert AwsConnector.name == "aws"
 
 
-def test_ses_domain_identities_join_the_email_posture_audit(moto: str, tmp_path: Path) -> None:
+def test_ses_domain_identities_join_the_email_postureaudit(moto: str, tmp_path: Path) -> None:
     """The DNS connector waits for the AWS one and audits the SES domains too."""
     from connectors.dns.sandbox import DnsSandbox, Zone
 
-    _sesv2(moto).create_email_identity(EmailIdentity="Notify.Clinic.Example")
+    client(moto, "sesv2").create_email_identity(EmailIdentity="Notify.Clinic.Example")
     zone = Zone.from_data(
         {
             "notify.clinic.example": [{"TXT": "v=spf1 include:amazonses.com -all"}],
@@ -313,7 +237,7 @@ def test_ses_domain_identities_join_the_email_posture_audit(moto: str, tmp_path:
             "--format",
             "json",
             cwd=tmp_path,
-            env=_env(tmp_path),
+            env=env(tmp_path),
         )
     results = {(r["control"], r["subject"]): r for r in json.loads(proc.stdout)["results"]}
     assert results[("dns.dmarc.enforced", "notify.clinic.example")]["status"] == "pass", proc.stderr

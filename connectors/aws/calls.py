@@ -36,6 +36,21 @@ _BAD_CREDENTIALS = {
 }
 
 
+# Where the IAM action is not the signing name and the operation (S3 names its actions its own
+# way), so an AccessDenied names what to grant.
+_IAM_ACTIONS = {
+    ("s3", "ListBuckets"): "s3:ListAllMyBuckets",
+    ("s3", "GetBucketEncryption"): "s3:GetEncryptionConfiguration",
+    ("s3", "GetPublicAccessBlock"): "s3:GetBucketPublicAccessBlock",
+    ("s3", "GetObjectLockConfiguration"): "s3:GetBucketObjectLockConfiguration",
+    ("s3control", "GetPublicAccessBlock"): "s3:GetAccountPublicAccessBlock",
+}
+
+
+def iam_action(service: str, operation: str, signing_name: str) -> str:
+    return _IAM_ACTIONS.get((service, operation), f"{signing_name}:{operation}")
+
+
 class RefusedCall(RuntimeError):
     """An operation that is not a read: a bug in the connector, never sent."""
 
@@ -53,6 +68,9 @@ class Read:
     # The IAM action whose absence caused the error, when it was an AccessDenied.
     denied_action: str | None = None
     code: str | None = None
+    # The answer was one of the caller's "not configured" errors (NoSuchEntity and the like):
+    # a fact about the account, not a failure; `data` is then empty.
+    absent: bool = False
 
     @property
     def ok(self) -> bool:
@@ -99,18 +117,31 @@ class AwsReader:
         self.calls = 0
 
     async def read(
-        self, service: str, region: str, method: str, *, key: str = "", **params: Any
+        self,
+        service: str,
+        region: str,
+        method: str,
+        *,
+        key: str = "",
+        absent: tuple[str, ...] = (),
+        **params: Any,
     ) -> Read:
         """Call `method` (a boto3 method name such as `get_configuration_set`) with `params`,
-        following NextToken across pages. `key` tells repeated calls apart in the evidence."""
+        following NextToken across pages. `key` tells repeated calls apart in the evidence;
+        `absent` lists the error codes that mean "nothing is configured" for this call."""
         client = self.session.client(service, region)
         operation: str = client.meta.method_to_api_mapping.get(method, method)
         if not operation.startswith(READ_PREFIXES):
             raise RefusedCall(f"{service}:{operation} is not a read call; refused")
-        action = f"{client.meta.service_model.signing_name}:{operation}"
+        action = iam_action(service, operation, client.meta.service_model.signing_name)
         try:
             pages = await self.ctx.run_blocking(self._pages, client, method, params)
         except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in absent:
+                body = {"Error": {"Code": code}}
+                raw = self._record(service, region, operation, params, key, body, 404)
+                return Read(service, region, operation, {}, raw, code=code, absent=True)
             return self._failed(service, region, operation, action, params, key, exc)
         except botocore.exceptions.NoCredentialsError:
             raise CollectionError(

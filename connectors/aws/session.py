@@ -8,6 +8,7 @@ client's account does."""
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,21 @@ import botocore.config
 import botocore.session
 
 USER_AGENT = "commsaudit"
+
+
+def unprefix_account_host(client: Any, endpoint_url: str) -> None:
+    """S3 Control puts the account id in front of the host (`<account>.<endpoint>`), which an
+    overriding endpoint given as an address cannot answer to: send such requests to the
+    endpoint itself, before they are signed."""
+    endpoint = urllib.parse.urlsplit(endpoint_url)
+
+    def fix(request: Any, **_kwargs: Any) -> None:
+        url = urllib.parse.urlsplit(request.url)
+        account, _, rest = url.netloc.partition(".")
+        if account.isdigit() and rest == endpoint.netloc:
+            request.url = urllib.parse.urlunsplit(url._replace(netloc=rest))
+
+    client.meta.events.register("before-sign.s3-control", fix)
 
 
 @dataclass
@@ -67,12 +83,15 @@ class AwsSession:
         with self._lock:
             key = (service, region)
             if key not in self._clients:
-                self._clients[key] = session.client(
+                client = session.client(
                     service,
                     region_name=region,
                     endpoint_url=self.endpoint_url,
                     config=self._config(),
                 )
+                if service == "s3control" and self.endpoint_url:
+                    unprefix_account_host(client, self.endpoint_url)
+                self._clients[key] = client
             return self._clients[key]
 
     def secrets(self) -> list[str]:
