@@ -223,6 +223,19 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("sandbox-ca.pem"),
         help="where to write the CA its certificates chain to (default: sandbox-ca.pem)",
     )
+    pulumi = commands.add_parser("pulumi", help="Pulumi: a CrossGuard policy pack")
+    pulumi_commands = pulumi.add_subparsers(dest="pulumi_command", required=True, metavar="ACTION")
+    pack = pulumi_commands.add_parser(
+        "policy-pack",
+        help="write a policy pack that enforces the aws.* policies at `pulumi preview`",
+    )
+    pack.add_argument("dir", type=Path, metavar="DIR", help="where to write the pack")
+    pack.add_argument("--profile", default="hipaa", help="whose aws.* controls (default: hipaa)")
+    pack.add_argument(
+        "--advisory",
+        action="store_true",
+        help="report violations without blocking the update (default: mandatory)",
+    )
     perms = commands.add_parser(
         "permissions", help="the least-privilege permissions each connector needs"
     )
@@ -232,6 +245,7 @@ def _parser() -> argparse.ArgumentParser:
         *commands.choices.values(),
         *policy_commands.choices.values(),
         *sandbox_kinds.choices.values(),
+        *pulumi_commands.choices.values(),
     ]:
         sub.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
     return parser
@@ -530,6 +544,34 @@ def _cmd_permissions(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_pulumi(args: argparse.Namespace, console: Console) -> int:
+    from auditor.crossguard import PACK_NAME, write_pack
+
+    if (
+        args.dir.exists()
+        and any(args.dir.iterdir())
+        and not (args.dir / "PulumiPolicy.yaml").exists()
+    ):
+        raise ConfigError(
+            f"{args.dir} is not empty and holds no policy pack",
+            hint="choose an empty (or new) directory, or one this command wrote before",
+        )
+    chosen = write_pack(
+        args.dir, profile=args.profile, mandatory=not args.advisory, version=__version__
+    )
+    level = "advisory" if args.advisory else "mandatory"
+    print(f"Wrote policy pack {PACK_NAME} to {args.dir}: {len(chosen)} {level} controls")
+    for policy in chosen:
+        print(f"  {policy.id}: {policy.title}")
+    print(
+        "Try it on a stack (in the stack's project directory):\n"
+        f"  python -m venv {args.dir}/venv && {args.dir}/venv/bin/pip install -r "
+        f"{args.dir}/requirements.txt\n"
+        f"  pulumi preview --policy-pack {args.dir}"
+    )
+    return 0
+
+
 _COMMANDS = {
     "audit": _cmd_audit,
     "evaluate": _cmd_evaluate,
@@ -539,6 +581,7 @@ _COMMANDS = {
     "sandbox": _cmd_sandbox,
     "record": _cmd_record,
     "permissions": _cmd_permissions,
+    "pulumi": _cmd_pulumi,
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from auditor.drift import derive_drift
 from auditor.snapshot import Snapshot
 from connectors.base import Section, SectionStatus
 
@@ -55,6 +56,7 @@ def derive(snapshot: Snapshot) -> None:
     derived sections, such as one read back from a bundle, is left as it is)."""
     if snapshot.derived:
         return
+    derive_drift(snapshot)
     organisations = snapshot.scope.get("org", {}).get("organisation", [])
     baa_section = snapshot.section("org.baa", organisations[0]) if organisations else None
     agreements: list[dict[str, Any]] | None = None

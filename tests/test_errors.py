@@ -95,11 +95,12 @@ def test_config_with_an_unknown_section(tmp_path: Path) -> None:
     assert "unknown section 'm356' at the top level; did you mean 'm365'?" in proc.stderr
 
 
-def test_connector_not_in_this_version_says_so(tmp_path: Path) -> None:
-    (tmp_path / "commsaudit.toml").write_text("[pulumi]\nstack = 'prod'\n")
+def test_a_pulumi_stack_without_a_source_says_what_to_give(tmp_path: Path) -> None:
+    (tmp_path / "commsaudit.toml").write_text("[pulumi]\nstacks = [{stack = 'prod'}]\n")
     proc = run_cli("audit", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "[pulumi]: the Pulumi connector is not available" in proc.stderr
+    assert "[pulumi] stacks[0]" in proc.stderr
+    assert "exactly one of export" in proc.stderr and "found none" in proc.stderr
 
 
 def test_invalid_toml_names_the_line(tmp_path: Path) -> None:

@@ -55,7 +55,11 @@ async def sns_topics(reader: AwsReader, region: str) -> Part:
         )
         part.keep(attributes)
         found = (attributes.data or {}).get("Attributes") or {}
-        return {"arn": arn, "kms_key": found.get("KmsMasterKeyId") or None}
+        return {
+            "name": arn.rsplit(":", 1)[-1],
+            "arn": arn,
+            "kms_key": found.get("KmsMasterKeyId") or None,
+        }
 
     topics = await asyncio.gather(*(one(t["TopicArn"]) for t in listed.data.get("Topics", [])))
     if part.error is None:

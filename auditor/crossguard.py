@@ -1,0 +1,188 @@
+"""CrossGuard: the `aws.*` policy files enforced at `pulumi preview` time.
+
+`commsaudit pulumi policy-pack DIR` writes a Pulumi policy pack whose policies (one per control)
+hand the previewed resources to `stack_violations`: the same normaliser as the Pulumi connector,
+the same engine, the same policy files (copied into the pack, so what the pack enforces is
+pinned). A non-compliant change is then blocked before it is deployed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from auditor.engine import Engine, EvaluationContext
+from auditor.policy import Policy, PolicySet, load_policies
+from auditor.resources import policies_dir
+from auditor.snapshot import Snapshot
+from connectors.base import CollectContext
+from connectors.pulumi.connector import report_stack
+from connectors.pulumi.normalise import TYPES, DeclaredResource
+from connectors.pulumi.sources import StackState
+
+PACK_NAME = "commsaudit-aws"
+
+
+class PreviewResource(Protocol):
+    """What pulumi_policy's PolicyResource offers that is read here."""
+
+    resource_type: str
+    props: Any
+    urn: str
+    name: str
+    provider: Any
+
+
+@dataclass(frozen=True)
+class Violation:
+    control: str
+    message: str
+    urn: str | None
+
+
+def _region(resource: PreviewResource, default: str) -> str:
+    own = (resource.props or {}).get("region")
+    provider = getattr(resource, "provider", None)
+    from_provider = (getattr(provider, "props", None) or {}).get("region")
+    for candidate in (own, from_provider):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return default
+
+
+def declared_from_preview(
+    resources: Iterable[PreviewResource], default_region: str
+) -> list[DeclaredResource]:
+    return [
+        DeclaredResource(
+            type=r.resource_type,
+            name=r.name,
+            inputs=dict(r.props or {}),
+            region=_region(r, default_region),
+            urn=r.urn,
+        )
+        for r in resources
+        if r.resource_type in TYPES
+    ]
+
+
+def _snapshot(resources: list[DeclaredResource], stack: str, now: dt.datetime) -> Snapshot:
+    ctx = CollectContext(connector="pulumi", now=now, deadline=math.inf)
+    report_stack(ctx, StackState(stack, "preview", resources, evidence={}))
+    snapshot = Snapshot(collected_at=now)
+    for platform, kind, subject in ctx.subjects:
+        snapshot.add_subject(platform, kind, subject)
+    snapshot.sections.extend(ctx.sections)
+    return snapshot
+
+
+def stack_violations(
+    resources: Iterable[PreviewResource],
+    policies: PolicySet,
+    *,
+    profile: str = "hipaa",
+    stack: str = "preview",
+    default_region: str = "us-east-1",
+) -> list[Violation]:
+    """Each failing control on the previewed stack, with the resource to blame where one is."""
+    now = dt.datetime.now(dt.UTC)
+    snapshot = _snapshot(declared_from_preview(resources, default_region), stack, now)
+    engine = Engine(EvaluationContext(profile=profile, now=now))
+    violations = []
+    for policy in policies:
+        for result in engine.evaluate_policy(policy, snapshot):
+            if result.status != "fail":
+                continue
+            blamed = [
+                str(e.context.get("resource"))
+                for e in result.evidence
+                if isinstance(e.context, dict) and e.context.get("resource")
+            ]
+            for urn in dict.fromkeys(blamed) or [None]:
+                violations.append(Violation(policy.id, f"{policy.title}: {result.reason}", urn))
+    return violations
+
+
+def pack_policies(directory: Path, profile: str) -> PolicySet:
+    """The policies a pack enforces: the `aws.*` controls of the profile."""
+    return load_policies([directory]).select(profile, ["aws.*"])
+
+
+def make_validator(
+    policies: PolicySet, control: str, profile: str
+) -> Callable[[Any, Callable[..., None]], None]:
+    """A StackValidationPolicy `validate` function for one control."""
+    chosen = PolicySet({control: policies.policies[control]})
+
+    def validate(args: Any, report_violation: Callable[..., None]) -> None:
+        for violation in stack_violations(args.resources, chosen, profile=profile):
+            report_violation(violation.message, violation.urn)
+
+    return validate
+
+
+_MAIN = '''"""commsaudit policy pack: the aws.* policies in ./policies, enforced at pulumi preview.
+Written by `commsaudit pulumi policy-pack`; regenerate it rather than editing it."""
+
+from pathlib import Path
+
+from pulumi_policy import EnforcementLevel, PolicyPack, StackValidationPolicy
+
+from auditor.crossguard import make_validator, pack_policies
+
+PROFILE = {profile}
+POLICIES = pack_policies(Path(__file__).parent / "policies", PROFILE)
+
+PolicyPack(
+    name={name},
+    enforcement_level=EnforcementLevel.{level},
+    policies=[
+        StackValidationPolicy(
+            name=policy.id,
+            description=policy.title,
+            validate=make_validator(POLICIES, policy.id, PROFILE),
+        )
+        for policy in POLICIES
+    ],
+)
+'''
+
+
+def write_pack(
+    directory: Path, *, profile: str = "hipaa", mandatory: bool = True, version: str = ""
+) -> list[Policy]:
+    """Write the pack into `directory` (created if need be); returns the policies it enforces."""
+    chosen = pack_policies(policies_dir(), profile)
+    (directory / "policies").mkdir(parents=True, exist_ok=True)
+    for policy in chosen:
+        shutil.copyfile(
+            policies_dir() / policy.file_name, directory / "policies" / policy.file_name
+        )
+    (directory / "PulumiPolicy.yaml").write_text(
+        "runtime: python\n"
+        f"description: commsaudit {profile} controls for AWS, enforced at preview\n",
+        encoding="utf-8",
+    )
+    level = "MANDATORY" if mandatory else "ADVISORY"
+    (directory / "__main__.py").write_text(
+        _MAIN.format(profile=json.dumps(profile), name=json.dumps(PACK_NAME), level=level),
+        encoding="utf-8",
+    )
+    pin = f"=={version}" if version else ""
+    (directory / "requirements.txt").write_text(
+        "pulumi-policy>=1.10\n"
+        f"# commsaudit provides the engine and normaliser the pack calls; install the same\n"
+        f"# version that wrote the pack (from PyPI, or your own index or checkout).\n"
+        f"commsaudit{pin}\n",
+        encoding="utf-8",
+    )
+    (directory / "controls.json").write_text(
+        json.dumps({"profile": profile, "controls": [p.id for p in chosen]}, indent=2) + "\n",
+        encoding="utf-8",
+    )
+    return list(chosen)
