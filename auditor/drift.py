@@ -147,7 +147,13 @@ def compare(snapshot: Snapshot, stack: Section) -> tuple[SectionStatus, dict[str
                 other = live_items.get(key)
                 if other is None:
                     differences.append(
-                        {**where, "setting": "(exists)", "declared": True, "live": False}
+                        {
+                            **where,
+                            "setting": "(exists)",
+                            "declared": True,
+                            "live": False,
+                            "matches": False,
+                        }
                     )
                     continue
                 for setting in how.settings:
@@ -162,6 +168,7 @@ def compare(snapshot: Snapshot, stack: Section) -> tuple[SectionStatus, dict[str
                                 "setting": setting.removeprefix("has:"),
                                 "declared": want,
                                 "live": have,
+                                "matches": False,
                             }
                         )
     data = {

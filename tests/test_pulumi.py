@@ -26,6 +26,7 @@ from connectors.pulumi.sources import (
 )
 
 from aws_moto import ACCOUNT, KEYS, client, env
+from demo_aws import seed as seed_account
 from helpers import member_json, members, run_cli
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pulumi"
@@ -170,69 +171,6 @@ def test_the_noncompliant_export_fails_the_aws_controls_as_declared(tmp_path: Pa
     assert "contoso-comms/prod" in json.dumps(manifest["scope"])
 
 
-def _seed_live_like_the_compliant_program(url: str, tls_policy: str) -> None:
-    kms = client(url, "kms")
-    key = kms.create_key(Description="PHI at rest")["KeyMetadata"]
-    kms.enable_key_rotation(KeyId=key["KeyId"])
-    s3 = client(url, "s3")
-    s3.create_bucket(Bucket="contoso-phi-archive")
-    s3.put_bucket_encryption(
-        Bucket="contoso-phi-archive",
-        ServerSideEncryptionConfiguration={
-            "Rules": [
-                {
-                    "ApplyServerSideEncryptionByDefault": {
-                        "SSEAlgorithm": "aws:kms",
-                        "KMSMasterKeyID": key["Arn"],
-                    }
-                }
-            ]
-        },
-    )
-    block = dict.fromkeys(
-        ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True
-    )
-    s3.put_public_access_block(Bucket="contoso-phi-archive", PublicAccessBlockConfiguration=block)
-    s3.put_bucket_versioning(
-        Bucket="contoso-phi-archive", VersioningConfiguration={"Status": "Enabled"}
-    )
-    s3.create_bucket(Bucket="contoso-trail-logs")
-    s3.put_bucket_encryption(
-        Bucket="contoso-trail-logs",
-        ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-        },
-    )
-    client(url, "s3control").put_public_access_block(
-        AccountId=ACCOUNT, PublicAccessBlockConfiguration=block
-    )
-    trail = client(url, "cloudtrail")
-    trail.create_trail(
-        Name="org",
-        S3BucketName="contoso-trail-logs",
-        IsMultiRegionTrail=True,
-        EnableLogFileValidation=True,
-        KmsKeyId=key["Arn"],
-    )
-    trail.start_logging(Name="org")
-    client(url, "iam").update_account_password_policy(
-        MinimumPasswordLength=14, PasswordReusePrevention=24
-    )
-    client(url, "sns").create_topic(
-        Name="phi-alerts", Attributes={"KmsMasterKeyId": "alias/aws/sns"}
-    )
-    logs = client(url, "logs")
-    logs.create_log_group(logGroupName="/phi/app")
-    logs.put_retention_policy(logGroupName="/phi/app", retentionInDays=400)
-    ses = client(url, "sesv2")
-    ses.create_configuration_set(
-        ConfigurationSetName="phi-notices", DeliveryOptions={"TlsPolicy": tls_policy}
-    )
-    ses.create_email_identity(
-        EmailIdentity="contoso-health.org", ConfigurationSetName="phi-notices"
-    )
-
-
 def _drift_audit(tmp_path: Path, url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     program = FIXTURES / "comms-compliant"
     _, results, bundle, stderr = _audit(
@@ -249,7 +187,7 @@ def _drift_audit(tmp_path: Path, url: str) -> tuple[dict[str, Any], dict[str, An
 
 
 def test_a_declared_require_with_a_live_optional_fails_drift(moto: str, tmp_path: Path) -> None:
-    _seed_live_like_the_compliant_program(moto, "OPTIONAL")
+    seed_account(moto, "OPTIONAL")
     drift, data = _drift_audit(tmp_path, moto)
     assert drift["status"] == "fail", drift["reason"]
     assert data["live_account"] == ACCOUNT
@@ -262,20 +200,23 @@ def test_a_declared_require_with_a_live_optional_fails_drift(moto: str, tmp_path
         "setting": "tls_policy",
         "declared": "REQUIRE",
         "live": "OPTIONAL",
+        "matches": False,
     }
     # moto has no GetConfigurationSetEventDestinations: that comparison is listed as not made.
     assert any("aws.ses.event_destinations" in n for n in data["not_compared"])
     # A key has no id before deployment, so a program's key cannot be matched to a live one.
     assert any("aws.kms.keys" in n for n in data["not_compared"])
     assert data["settings_compared"] > 10
-    (evidence,) = [e for e in drift["evidence"] if e["pointer"] == "/differences"]
-    assert evidence["value"][0]["live"] == "OPTIONAL"
+    (evidence,) = drift["evidence"]  # the one difference, with the whole record as context
+    assert evidence["pointer"] == "/differences/0/matches"
+    assert evidence["context"]["resource"] == "phi-notices"
+    assert evidence["context"]["live"] == "OPTIONAL"
 
 
 def test_when_nothing_differs_but_a_live_section_is_unread_drift_is_error(
     moto: str, tmp_path: Path
 ) -> None:
-    _seed_live_like_the_compliant_program(moto, "REQUIRE")
+    seed_account(moto, "REQUIRE")
     drift, data = _drift_audit(tmp_path, moto)
     assert data["differences"] == []
     # The event destinations could not be read live (moto), so a pass would be a guess.
@@ -284,7 +225,7 @@ def test_when_nothing_differs_but_a_live_section_is_unread_drift_is_error(
 
 
 def test_a_declared_resource_missing_live_is_drift(moto: str, tmp_path: Path) -> None:
-    _seed_live_like_the_compliant_program(moto, "REQUIRE")
+    seed_account(moto, "REQUIRE")
     client(moto, "logs").delete_log_group(logGroupName="/phi/app")
     drift, data = _drift_audit(tmp_path, moto)
     assert drift["status"] == "fail"

@@ -66,16 +66,27 @@ class DnsSandbox:
                 if reply is not None:
                     self.request.sendall(struct.pack("!H", len(reply)) + reply)
 
-        self._udp = socketserver.ThreadingUDPServer(("127.0.0.1", port), Udp)
-        self._udp.daemon_threads = True
-        self.port = self._udp.server_address[1]
-        self._tcp = socketserver.ThreadingTCPServer(
-            ("127.0.0.1", self.port), Tcp, bind_and_activate=False
-        )
-        self._tcp.allow_reuse_address = True
-        self._tcp.daemon_threads = True
-        self._tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._tcp.server_bind()
+        # DNS needs UDP and TCP on one port number. A free UDP port may be taken for TCP by
+        # another listener, so with a chosen-by-the-system port, try a few.
+        for attempt in range(20):
+            self._udp = socketserver.ThreadingUDPServer(("127.0.0.1", port), Udp)
+            self._udp.daemon_threads = True
+            self.port = self._udp.server_address[1]
+            self._tcp = socketserver.ThreadingTCPServer(
+                ("127.0.0.1", self.port), Tcp, bind_and_activate=False
+            )
+            self._tcp.allow_reuse_address = True
+            self._tcp.daemon_threads = True
+            self._tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self._tcp.server_bind()
+            except OSError:
+                self._tcp.server_close()
+                self._udp.server_close()
+                if port != 0 or attempt == 19:
+                    raise
+                continue
+            break
         self._tcp.server_activate()
         self._servers: list[socketserver.BaseServer] = [self._udp, self._tcp]
         self.tls_port: int | None = None
