@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aws_moto import ACCOUNT, SUBJECT, audit, client
+from demo_aws import seed
 from helpers import member_json
 
 
@@ -33,62 +34,8 @@ def _seed_noncompliant(url: str) -> None:
 
 
 def _seed_compliant(url: str) -> None:
-    kms = client(url, "kms")
-    key = kms.create_key(Description="phi")["KeyMetadata"]
-    kms.enable_key_rotation(KeyId=key["KeyId"])
-    s3 = client(url, "s3")
-    s3.create_bucket(Bucket="phi-archive")
-    s3.put_bucket_encryption(
-        Bucket="phi-archive",
-        ServerSideEncryptionConfiguration={
-            "Rules": [
-                {
-                    "ApplyServerSideEncryptionByDefault": {
-                        "SSEAlgorithm": "aws:kms",
-                        "KMSMasterKeyID": key["Arn"],
-                    }
-                }
-            ]
-        },
-    )
-    client(url, "s3control").put_public_access_block(
-        AccountId=ACCOUNT,
-        PublicAccessBlockConfiguration=dict.fromkeys(
-            ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"),
-            True,
-        ),
-    )
-    s3.create_bucket(Bucket="trail-logs")
-    s3.put_bucket_encryption(
-        Bucket="trail-logs",
-        ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-        },
-    )
-    cloudtrail = client(url, "cloudtrail")
-    cloudtrail.create_trail(
-        Name="org",
-        S3BucketName="trail-logs",
-        IsMultiRegionTrail=True,
-        EnableLogFileValidation=True,
-        KmsKeyId=key["Arn"],
-    )
-    cloudtrail.start_logging(Name="org")
-    iam = client(url, "iam")
-    iam.create_user(UserName="alice")
-    iam.create_login_profile(UserName="alice", Password="Correct-Horse-9-Battery")
-    device = iam.create_virtual_mfa_device(VirtualMFADeviceName="alice")["VirtualMFADevice"]
-    iam.enable_mfa_device(
-        UserName="alice",
-        SerialNumber=device["SerialNumber"],
-        AuthenticationCode1="123456",
-        AuthenticationCode2="654321",
-    )
-    iam.update_account_password_policy(MinimumPasswordLength=14, PasswordReusePrevention=24)
-    client(url, "sns").create_topic(Name="alerts", Attributes={"KmsMasterKeyId": "alias/aws/sns"})
-    logs = client(url, "logs")
-    logs.create_log_group(logGroupName="/phi/app")
-    logs.put_retention_policy(logGroupName="/phi/app", retentionInDays=400)
+    # The demo's account, with the TLS policy it declares rather than the one set by hand.
+    seed(url, tls_policy="REQUIRE")
 
 
 def _evidence(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
