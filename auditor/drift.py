@@ -46,7 +46,16 @@ SECTIONS: dict[str, Compared] = {
         ("encryption.algorithm", "public_access_block", "versioning", "object_lock"),
     ),
     "aws.cloudtrail.trails": Compared(
-        "trails", "name", ("multi_region", "logging", "log_file_validation", "has:kms_key_id")
+        "trails",
+        "name",
+        (
+            "multi_region",
+            "logging",
+            "log_file_validation",
+            "has:kms_key_id",
+            "management_events",
+            "data_events",
+        ),
     ),
     "aws.ses.configuration_sets": Compared("configuration_sets", "name", ("tls_policy",)),
     "aws.ses.event_destinations": Compared("configuration_sets", "name", ("event_destinations",)),

@@ -3,8 +3,12 @@ clients, and running an audit against it. The server itself is a fixture in conf
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +88,55 @@ def audit(
     if proc.stdout.strip():
         results = {(r["control"], r["subject"]): r for r in json.loads(proc.stdout)["results"]}
     return proc.returncode, results, proc.stderr
+
+
+@contextlib.contextmanager
+def throttling_proxy(url: str, operation: str) -> Iterator[str]:
+    """An endpoint on 127.0.0.1 that passes every request to the moto server at `url`, except
+    the JSON-protocol `operation` (by its X-Amz-Target), which AWS's throttling answer meets."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _relay(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.headers.get("X-Amz-Target", "").endswith("." + operation):
+                answer = json.dumps(
+                    {"__type": "ThrottlingException", "message": "Rate exceeded"}
+                ).encode()
+                self.send_response(400)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+                return
+            request = urllib.request.Request(
+                url + self.path,
+                data=body if self.command != "GET" else None,
+                method=self.command,
+                headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
+            )
+            try:
+                with urllib.request.urlopen(request) as response:
+                    status, headers, payload = response.status, response.headers, response.read()
+            except urllib.error.HTTPError as error:
+                status, headers, payload = error.code, error.headers, error.read()
+            self.send_response(status)
+            for key, value in headers.items():
+                if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _relay
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

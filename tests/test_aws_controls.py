@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_moto import ACCOUNT, SUBJECT, audit, client
+import pytest
+
+from aws_moto import ACCOUNT, SUBJECT, audit, client, throttling_proxy
 from demo_aws import seed
 from helpers import member_json
 
@@ -21,6 +23,10 @@ def _seed_noncompliant(url: str) -> None:
     cloudtrail = client(url, "cloudtrail")
     cloudtrail.create_trail(Name="org", S3BucketName="trail-logs", IsMultiRegionTrail=True)
     cloudtrail.start_logging(Name="org")  # logging, but no log file validation and no KMS key
+    cloudtrail.put_event_selectors(
+        TrailName="org",
+        EventSelectors=[{"ReadWriteType": "WriteOnly", "IncludeManagementEvents": True}],
+    )
     client(url, "kms").create_key(Description="phi")  # rotation off
     iam = client(url, "iam")
     iam.create_user(UserName="bob")
@@ -67,6 +73,8 @@ def test_each_planted_problem_fails_its_control_with_evidence(moto: str, tmp_pat
     assert trail["status"] == "fail"
     trails = _evidence(trail)["/trails"]["value"]
     assert trails[0]["log_file_validation"] is False and trails[0]["logging"] is True
+    # The event selectors are read and kept as evidence (the catalog does not judge them).
+    assert (trails[0]["management_events"], trails[0]["data_events"]) == ("WriteOnly", False)
 
     rotation = results[("aws.kms.rotation", SUBJECT)]
     assert rotation["status"] == "fail"
@@ -151,3 +159,59 @@ def test_the_iam_policy_covers_every_call_the_connector_makes(moto: str, tmp_pat
         used.add(iam_action(request["service"], request["operation"], signing))
     assert used <= set(ACTIONS), used - set(ACTIONS)
     assert set(ACTIONS) - used == set(), set(ACTIONS) - used
+
+
+@pytest.mark.parametrize(
+    ("basic", "advanced", "expected"),
+    [
+        (None, None, ("All", False)),  # CloudTrail's default
+        (
+            [{"ReadWriteType": "ReadOnly", "IncludeManagementEvents": True}],
+            None,
+            ("ReadOnly", False),
+        ),
+        (
+            [{"ReadWriteType": "All", "IncludeManagementEvents": False, "DataResources": [{}]}],
+            None,
+            (None, True),
+        ),
+        (
+            None,
+            [
+                {"FieldSelectors": [{"Field": "eventCategory", "Equals": ["Management"]}]},
+                {"FieldSelectors": [{"Field": "eventCategory", "Equals": ["Data"]}]},
+            ],
+            ("All", True),
+        ),
+        (
+            None,
+            [
+                {
+                    "fieldSelectors": [
+                        {"field": "eventCategory", "equals": ["Management"]},
+                        {"field": "readOnly", "equals": ["false"]},
+                    ]
+                }
+            ],
+            ("WriteOnly", False),
+        ),  # Pulumi's spelling
+    ],
+)
+def test_event_selectors_say_which_events_a_trail_records(
+    basic: Any, advanced: Any, expected: tuple[str | None, bool]
+) -> None:
+    from connectors.aws.account import recorded_events
+
+    found = recorded_events(basic, advanced)
+    assert (found["management_events"], found["data_events"]) == expected
+
+
+def test_a_throttled_call_makes_its_controls_error_not_pass(moto: str, tmp_path: Path) -> None:
+    _seed_compliant(moto)
+    with throttling_proxy(moto, "DescribeTrails") as proxy:
+        _, results, stderr = audit(tmp_path, proxy)
+    trail = results[("aws.cloudtrail.multi-region-logging", ACCOUNT)]
+    assert trail["status"] == "error", stderr
+    assert "ThrottlingException" in trail["reason"] or "Rate exceeded" in trail["reason"]
+    # The rest of the account was read through the same endpoint and judged as usual.
+    assert results[("aws.kms.rotation", SUBJECT)]["status"] == "pass"

@@ -223,6 +223,45 @@ async def _users(reader: AwsReader, region: str) -> Part:
     return part
 
 
+def _read_write(read_only: bool, write_only: bool) -> str | None:
+    if read_only and write_only:
+        return "All"
+    return "ReadOnly" if read_only else "WriteOnly" if write_only else None
+
+
+def recorded_events(
+    basic: list[dict[str, Any]] | None, advanced: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """Which management events a trail records (All, ReadOnly, WriteOnly or None) and whether
+    it records data events, from either kind of event selector (the API's or Pulumi's keys).
+    A trail with neither kind records all management events, as CloudTrail does by default."""
+
+    def get(item: dict[str, Any], key: str) -> Any:
+        return item.get(key, item.get(key[0].lower() + key[1:]))
+
+    if not basic and not advanced:
+        return {"management_events": "All", "data_events": False}
+    reads = writes = data = False
+    for selector in basic or []:
+        kind = get(selector, "ReadWriteType") or "All"
+        if get(selector, "IncludeManagementEvents") is not False:
+            reads |= kind in ("All", "ReadOnly")
+            writes |= kind in ("All", "WriteOnly")
+        data |= bool(get(selector, "DataResources"))
+    for selector in advanced or []:
+        fields = {
+            str(get(f, "Field")): [str(v) for v in get(f, "Equals") or []]
+            for f in get(selector, "FieldSelectors") or []
+        }
+        if fields.get("eventCategory") == ["Management"]:
+            read_only = fields.get("readOnly")
+            reads |= read_only in (None, ["true"])
+            writes |= read_only in (None, ["false"])
+        elif fields.get("eventCategory") == ["Data"]:
+            data = True
+    return {"management_events": _read_write(reads, writes), "data_events": data}
+
+
 async def trails(reader: AwsReader, region: str) -> Part:
     part = Part()
     listed = await reader.read("cloudtrail", region, "describe_trails", includeShadowTrails=True)
@@ -235,7 +274,14 @@ async def trails(reader: AwsReader, region: str) -> Part:
         status = await reader.read(
             "cloudtrail", home, "get_trail_status", key=trail["Name"], Name=trail["TrailARN"]
         )
-        part.keep(status)
+        selectors = await reader.read(
+            "cloudtrail",
+            home,
+            "get_event_selectors",
+            key=f"{trail['Name']}-selectors",
+            TrailName=trail["TrailARN"],
+        )
+        part.keep(status, selectors)
         return {
             "name": trail.get("Name"),
             "arn": trail.get("TrailARN"),
@@ -245,6 +291,10 @@ async def trails(reader: AwsReader, region: str) -> Part:
             "logging": bool((status.data or {}).get("IsLogging", False)),
             "log_file_validation": bool(trail.get("LogFileValidationEnabled", False)),
             "kms_key_id": trail.get("KmsKeyId"),
+            **recorded_events(
+                (selectors.data or {}).get("EventSelectors"),
+                (selectors.data or {}).get("AdvancedEventSelectors"),
+            ),
         }
 
     unique = {t["TrailARN"]: t for t in found}  # shadow copies repeat a trail across regions

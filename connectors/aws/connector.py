@@ -50,6 +50,7 @@ ACTIONS: dict[str, str] = {
     "iam:ListMFADevices": "each user's MFA devices",
     "cloudtrail:DescribeTrails": "CloudTrail trails",
     "cloudtrail:GetTrailStatus": "whether each trail is logging",
+    "cloudtrail:GetEventSelectors": "which events each trail records",
     "kms:ListKeys": "KMS keys",
     "kms:DescribeKey": "who manages each key, its state and type",
     "kms:GetKeyRotationStatus": "whether each customer key rotates",

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.aws.account import PUBLIC_ACCESS_KEYS
+from connectors.aws.account import PUBLIC_ACCESS_KEYS, recorded_events
 
 # pulumi-aws names a resource type two ways across major versions (Bucket was BucketV2 in v6).
 BUCKET = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
@@ -244,6 +244,9 @@ def _account(by_type: dict[str, list[DeclaredResource]], declared: Declared, not
                     "logging": r.inputs.get("enableLogging", True) is not False,
                     "log_file_validation": bool(r.inputs.get("enableLogFileValidation")),
                     "kms_key_id": r.inputs.get("kmsKeyId"),
+                    **recorded_events(
+                        r.inputs.get("eventSelectors"), r.inputs.get("advancedEventSelectors")
+                    ),
                     "declared": True,
                     "resource": _ref(r),
                 }
