@@ -143,7 +143,7 @@ class PulumiConnector(Connector):
             Permission("read the stack export file", "with `export`"),
             Permission(
                 "pulumi stack export on the stack's backend",
-                "with `work_dir` (Automation API; a read-only backend token is enough)",
+                "with `work_dir` (Automation API; the backend token needs only read access to the stack)",
             ),
             Permission("none: the program runs under mocks", "with `program`"),
         ]
