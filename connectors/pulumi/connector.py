@@ -28,6 +28,7 @@ from connectors.pulumi.sources import (
     StackError,
     StackState,
     automation_export,
+    project_name,
     read_export,
     run_program,
 )
@@ -143,23 +144,33 @@ class PulumiConnector(Connector):
             Permission("read the stack export file", "with `export`"),
             Permission(
                 "pulumi stack export on the stack's backend",
-                "with `work_dir` (Automation API; the backend token needs only read access to the stack)",
+                "with `work_dir` (Automation API; the backend token needs only read access "
+                "to the stack)",
             ),
             Permission("none: the program runs under mocks", "with `program`"),
         ]
 
     async def collect(self, ctx: CollectContext) -> None:
         for stack in self.stacks:
-            label = stack.get("name") or stack.get("export") or stack.get("program") or ""
+            label = self._label(stack)
             ctx.progress(f"stack {label}")
             try:
                 state = await ctx.run_blocking(self._load, stack)
             except StackError as exc:
-                self._failed(ctx, str(stack.get("name") or label), str(exc))
+                self._failed(ctx, label, str(exc))
                 continue
             for secret in state.secrets:
                 ctx.register_secret(secret)
             self.read.append(report_stack(ctx, state, stack.get("account")))
+
+    def _label(self, stack: dict[str, Any]) -> str:
+        """What to call a stack before (or without) reading it: as it will be named."""
+        if stack.get("name"):
+            return str(stack["name"])
+        if "export" in stack:
+            return str(stack["export"])
+        directory = self.base_dir / (stack.get("program") or stack["work_dir"])
+        return f"{project_name(directory)}/{stack['stack']}"
 
     def _load(self, stack: dict[str, Any]) -> StackState:
         region = str(self.config.get("default_region", "us-east-1"))

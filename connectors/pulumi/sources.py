@@ -185,15 +185,24 @@ def automation_export(
     return state
 
 
+def project_name(directory: Path) -> str:
+    """The project's name from its Pulumi.yaml (the directory's name when it has none)."""
+    project_file = directory / "Pulumi.yaml"
+    try:
+        document = yaml.safe_load(project_file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return directory.name
+    return (
+        str(document.get("name") or directory.name)
+        if isinstance(document, dict)
+        else directory.name
+    )
+
+
 def stack_config(program: Path, stack: str) -> dict[str, str]:
     """The stack's configuration from `Pulumi.<stack>.yaml`, keyed `namespace:key` as the
     runtime expects; secure values are not decrypted (they read as a marker)."""
-    project = program.name
-    project_file = program / "Pulumi.yaml"
-    if project_file.is_file():
-        project = str(
-            (yaml.safe_load(project_file.read_text(encoding="utf-8")) or {}).get("name") or project
-        )
+    project = project_name(program)
     path = program / f"Pulumi.{stack.rsplit('/', 1)[-1]}.yaml"
     if not path.is_file():
         return {}
