@@ -23,7 +23,7 @@ from auditor.evidence.manifest import build_manifest, ran_by, scope_of
 from auditor.jsonutil import JSON, dumps_pretty, sha256_hex
 from auditor.policy import PolicySet, load_policies
 from auditor.redact import Redactor
-from auditor.reports import html, junit, markdown, oscal, sarif
+from auditor.reports import html, junit, markdown, matrix, oscal, sarif
 from auditor.reports.common import ReportInput
 from auditor.resources import policies_dir
 from auditor.results import Results, RunInfo
@@ -250,6 +250,7 @@ def run_audit(
         files[layout.POLICIES_DIR + policy.file_name] = policy.content
     files["report.md"] = markdown.render(report).encode()
     files["report.html"] = html.render(report).encode()
+    files["matrix.csv"] = matrix.to_csv(matrix.rows(report)).encode()
     files["junit.xml"] = junit.render(report).encode()
     files["results.sarif"] = dumps_pretty(sarif.render(report)).encode()
     hashes = {n: sha256_hex(redactor.bytes(c)) for n, c in files.items()}
@@ -277,7 +278,14 @@ def run_audit(
 
     # The same reports beside the bundle under fixed names, for CI steps to pick up.
     contents = dict(members)
-    for report_name in ("report.md", "report.html", "junit.xml", "results.sarif", layout.RESULTS):
+    for report_name in (
+        "report.md",
+        "report.html",
+        "matrix.csv",
+        "junit.xml",
+        "results.sarif",
+        layout.RESULTS,
+    ):
         write_atomically(out_dir / report_name, contents[report_name])
     public_key = None
     if signer is not None and signer.ephemeral:

@@ -9,6 +9,7 @@ from typing import Any
 
 import jinja2
 
+from auditor.reports import matrix
 from auditor.reports.common import (
     STATUS_LABELS,
     ReportInput,
@@ -90,6 +91,7 @@ def render(report: ReportInput) -> str:
                 "references": list(policy.remediation_references) if policy else [],
             }
         )
+    table = matrix.rows(report)
     all_by_platform = [
         (platform, sorted(group, key=lambda r: (r.control, r.subject)))
         for platform, group in by_platform(ordered(results)).items()
@@ -109,6 +111,8 @@ def render(report: ReportInput) -> str:
             safeguards=[(t, counts(g)) for t, g in by_safeguard(results).items()],
             platforms=[(t, counts(g)) for t, g in by_platform(results).items()],
             findings=findings,
+            matrix=table,
+            uncovered=sum(1 for row in table if not row.covered),
             all_by_platform=all_by_platform,
             warnings=report.results.run.warnings,
         )

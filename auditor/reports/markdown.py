@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from auditor.reports import matrix
 from auditor.reports.common import (
     STATUS_LABELS,
     ReportInput,
@@ -41,6 +42,28 @@ def _evidence_line(e: Evidence) -> str:
     return line
 
 
+def _matrix(report: ReportInput) -> list[str]:
+    table = matrix.rows(report)
+    uncovered = sum(1 for row in table if not row.covered)
+    out = ["## Responsibility matrix", ""]
+    out.append(
+        f"One row per HIPAA Security Rule citation. {uncovered} of {len(table)} are answered by "
+        "no control in this run and need other evidence. Also in `matrix.csv`."
+    )
+    out.append("")
+    out.append("| Citation | Requirement | Kind | Responsibility | Controls | Inherited from |")
+    out.append("|---|---|---|---|---|---|")
+    for row in table:
+        controls = "<br>".join(f"`{c.control}` {_cell(c.label)}" for c in row.controls)
+        out.append(
+            f"| {row.citation} | {_cell(row.requirement)} | {row.kind_label} | "
+            f"{row.responsibility} | {controls or '—'} | "
+            f"{_cell('; '.join(row.inherited_evidence)) or ''} |"
+        )
+    out.append("")
+    return out
+
+
 def render(report: ReportInput) -> str:
     results = report.results.results
     run = report.results.run
@@ -64,6 +87,8 @@ def render(report: ReportInput) -> str:
         c = counts(group)
         out.append(f"| {title} | " + " | ".join(str(c[s]) for s in STATUSES) + " |")
     out.append("")
+
+    out.extend(_matrix(report))
 
     findings = attention(results)
     out.append("## Needs attention")
