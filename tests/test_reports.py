@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 from conftest import DemoRun
@@ -99,3 +102,26 @@ def test_markdown_report_lists_failures_with_remediation(demo_run: DemoRun) -> N
     assert "### Fail: `org.training.current` — Contoso Health" in report
     assert "Remediation: Run security awareness training" in report
     assert "## By HIPAA safeguard" in report and "Administrative safeguards" in report
+
+
+def test_oscal_validates_with_compliance_trestle(demo_run: DemoRun, tmp_path: Path) -> None:
+    """trestle's own validators (schema, duplicate uuids, links into back-matter), run as an
+    assessor would: a trestle workspace holding the bundle's file."""
+    trestle = Path(sys.executable).with_name("trestle")
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    init = subprocess.run(
+        [trestle, "init"], cwd=workspace, capture_output=True, text=True, timeout=120
+    )
+    assert init.returncode == 0, init.stderr
+    target = workspace / "assessment-results" / "demo" / "assessment-results.json"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(members(demo_run.bundle)["oscal/assessment-results.json"])
+    done = subprocess.run(
+        [trestle, "validate", "-a"], cwd=workspace, capture_output=True, text=True, timeout=120
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "VALID: Model" in output and "demo/assessment-results.json" in output
+    # The links validator only warns; a warning here means a dangling or unused reference.
+    assert "WARNING" not in output, output

@@ -38,7 +38,10 @@ def render(report: ReportInput, snapshot: Snapshot, file_hashes: dict[str, str])
     root = uuid.uuid5(uuid.NAMESPACE_URL, f"urn:commsaudit:run:{run.id}")
 
     def uid(*parts: str) -> str:
-        return str(uuid.uuid5(root, "/".join(parts)))
+        # Derived, so a run always yields the same document, but shaped as version 4: OSCAL
+        # accepts 4 and 5, and tools that follow references (compliance-trestle) know only 4.
+        derived = uuid.uuid5(root, "/".join(parts))
+        return str(uuid.UUID(bytes=derived.bytes, version=4))
 
     tool_uuid = uid("tool")
     resources: dict[str, dict[str, Any]] = {}
