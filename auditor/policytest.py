@@ -1,5 +1,6 @@
 """Run each policy's own examples: an example that must pass passes, one that must fail fails
-at the pointers it names. `commsaudit policies test` and `policies lint` run these."""
+at the pointers it names. `commsaudit policies test` runs these (`policies lint` checks only
+that each policy has both kinds)."""
 
 from __future__ import annotations
 

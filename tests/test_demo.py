@@ -104,3 +104,21 @@ def test_verify_json_report(demo_run: DemoRun, tmp_path: Path) -> None:
     assert report["ok"] is True
     assert report["signature"] == "valid"
     assert report["results_compared"] == len(demo_run.results["results"])
+
+
+def test_replaying_a_bundles_snapshot_derives_each_joined_section_once(
+    demo_run: DemoRun, tmp_path: Path
+) -> None:
+    """A bundle's snapshot holds derived sections (BAAs joined with the vendors in use, drift);
+    replayed, they are derived again from the replayed inputs, not copied beside them."""
+    (tmp_path / "snapshot.json").write_bytes(members(demo_run.bundle)["snapshot.json"])
+    (tmp_path / "commsaudit.toml").write_text(
+        '[replay]\nfiles = ["snapshot.json"]\n[evidence]\nout = "out"\n'
+    )
+    proc = run_cli("audit", "--format", "json", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    sections = member_json(next((tmp_path / "out").glob("*.zip")), "snapshot.json")["sections"]
+    keys = [(s["name"], s["subject"]) for s in sections]
+    assert len(keys) == len(set(keys))
+    assert ("pulumi.drift", "contoso-comms/prod") in keys
+    assert ("provider.aws", "123456789012") in keys

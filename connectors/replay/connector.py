@@ -102,6 +102,10 @@ class ReplayConnector(Connector):
                     for subject in subjects:
                         ctx.add_subject(platform, kind, subject)  # type: ignore[arg-type]
             for section in snapshot.sections:
+                if (section.name, section.subject) in snapshot.derived:
+                    # Computed from other sections once collection is done: this run derives
+                    # it again from the replayed inputs, so a copy would only duplicate it.
+                    continue
                 ctx.add_section(
                     section.name,
                     platform=section.platform,
