@@ -230,7 +230,15 @@ def _parser() -> argparse.ArgumentParser:
         help="write a policy pack that enforces the aws.* policies at `pulumi preview`",
     )
     pack.add_argument("dir", type=Path, metavar="DIR", help="where to write the pack")
-    pack.add_argument("--profile", default="hipaa", help="whose aws.* controls (default: hipaa)")
+    pack.add_argument(
+        "--profile", help="whose aws.* controls (default: the config's profile, else hipaa)"
+    )
+    pack.add_argument(
+        "--config",
+        type=Path,
+        help="take [policies] paths, parameters and profile from this config (default: "
+        "./commsaudit.toml if there is one), so the pack enforces what the audit judges",
+    )
     pack.add_argument(
         "--advisory",
         action="store_true",
@@ -556,8 +564,14 @@ def _cmd_pulumi(args: argparse.Namespace, console: Console) -> int:
             f"{args.dir} is not empty and holds no policy pack",
             hint="choose an empty (or new) directory, or one this command wrote before",
         )
+    config = _optional_config(args.config)
     chosen = write_pack(
-        args.dir, profile=args.profile, mandatory=not args.advisory, version=__version__
+        args.dir,
+        profile=args.profile or config.policies.profile,
+        mandatory=not args.advisory,
+        version=__version__,
+        policy_dirs=config.policies.paths,
+        parameters=config.policies.parameters,
     )
     level = "advisory" if args.advisory else "mandatory"
     print(f"Wrote policy pack {PACK_NAME} to {args.dir}: {len(chosen)} {level} controls")

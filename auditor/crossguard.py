@@ -11,13 +11,14 @@ import datetime as dt
 import json
 import math
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from auditor.engine import Engine, EvaluationContext
-from auditor.policy import Policy, PolicySet, load_policies
+from auditor.errors import PolicyError
+from auditor.policy import Policy, PolicySet, load_policies, read_policy_files
 from auditor.resources import policies_dir
 from auditor.snapshot import Snapshot
 from connectors.base import CollectContext
@@ -88,11 +89,12 @@ def stack_violations(
     profile: str = "hipaa",
     stack: str = "preview",
     default_region: str = "us-east-1",
+    parameters: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Violation]:
     """Each failing control on the previewed stack, with the resource to blame where one is."""
     now = dt.datetime.now(dt.UTC)
     snapshot = _snapshot(declared_from_preview(resources, default_region), stack, now)
-    engine = Engine(EvaluationContext(profile=profile, now=now))
+    engine = Engine(EvaluationContext(profile=profile, now=now, parameters=parameters or {}))
     violations = []
     for policy in policies:
         for result in engine.evaluate_policy(policy, snapshot):
@@ -108,22 +110,37 @@ def stack_violations(
     return violations
 
 
-def pack_policies(directory: Path, profile: str) -> PolicySet:
+def pack_policies_from(policies: PolicySet, profile: str) -> PolicySet:
     """The policies a pack enforces: the `aws.*` controls of the profile."""
-    return load_policies([directory]).select(profile, ["aws.*"])
+    return policies.select(profile, ["aws.*"])
+
+
+def pack_policies(directory: Path, profile: str) -> PolicySet:
+    return pack_policies_from(load_policies([directory]), profile)
 
 
 def make_validator(
-    policies: PolicySet, control: str, profile: str
+    policies: PolicySet,
+    control: str,
+    profile: str,
+    parameters: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Callable[[Any, Callable[..., None]], None]:
     """A StackValidationPolicy `validate` function for one control."""
     chosen = PolicySet({control: policies.policies[control]})
 
     def validate(args: Any, report_violation: Callable[..., None]) -> None:
-        for violation in stack_violations(args.resources, chosen, profile=profile):
+        for violation in stack_violations(
+            args.resources, chosen, profile=profile, parameters=parameters
+        ):
             report_violation(violation.message, violation.urn)
 
     return validate
+
+
+def pack_parameters(directory: Path) -> dict[str, dict[str, Any]]:
+    """The `[policies.parameters]` the pack was written with (parameters.json)."""
+    path = directory / "parameters.json"
+    return dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else {}
 
 
 _MAIN = '''"""commsaudit policy pack: the aws.* policies in ./policies, enforced at pulumi preview.
@@ -133,10 +150,12 @@ from pathlib import Path
 
 from pulumi_policy import EnforcementLevel, PolicyPack, StackValidationPolicy
 
-from auditor.crossguard import make_validator, pack_policies
+from auditor.crossguard import make_validator, pack_parameters, pack_policies
 
+HERE = Path(__file__).parent
 PROFILE = {profile}
-POLICIES = pack_policies(Path(__file__).parent / "policies", PROFILE)
+POLICIES = pack_policies(HERE / "policies", PROFILE)
+PARAMETERS = pack_parameters(HERE)
 
 PolicyPack(
     name={name},
@@ -145,7 +164,7 @@ PolicyPack(
         StackValidationPolicy(
             name=policy.id,
             description=policy.title,
-            validate=make_validator(POLICIES, policy.id, PROFILE),
+            validate=make_validator(POLICIES, policy.id, PROFILE, PARAMETERS),
         )
         for policy in POLICIES
     ],
@@ -154,15 +173,37 @@ PolicyPack(
 
 
 def write_pack(
-    directory: Path, *, profile: str = "hipaa", mandatory: bool = True, version: str = ""
+    directory: Path,
+    *,
+    profile: str = "hipaa",
+    mandatory: bool = True,
+    version: str = "",
+    policy_dirs: Sequence[Path] = (),
+    parameters: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Policy]:
-    """Write the pack into `directory` (created if need be); returns the policies it enforces."""
-    chosen = pack_policies(policies_dir(), profile)
+    """Write the pack into `directory` (created if need be); returns the policies it enforces.
+    `policy_dirs` add or override policies after the shipped ones, as `[policies] paths` does
+    for an audit, so the pack enforces what the audit judges."""
+    loaded, problems = read_policy_files([policies_dir(), *policy_dirs])
+    if problems:
+        raise PolicyError(problems)
+    source = {policy.id: path for path, policy in loaded}  # later directories win
+    chosen = pack_policies_from(PolicySet({p.id: p for _path, p in loaded}), profile)
+    chosen.check_parameters({k: v for k, v in (parameters or {}).items() if k in chosen.policies})
     (directory / "policies").mkdir(parents=True, exist_ok=True)
+    for old in (directory / "policies").glob("*.json"):
+        old.unlink()  # a pack written again holds only what it enforces now
     for policy in chosen:
-        shutil.copyfile(
-            policies_dir() / policy.file_name, directory / "policies" / policy.file_name
+        shutil.copyfile(source[policy.id], directory / "policies" / policy.file_name)
+    (directory / "parameters.json").write_text(
+        json.dumps(
+            {k: dict(v) for k, v in (parameters or {}).items() if k in chosen.policies},
+            indent=2,
+            sort_keys=True,
         )
+        + "\n",
+        encoding="utf-8",
+    )
     (directory / "PulumiPolicy.yaml").write_text(
         "runtime: python\n"
         f"description: commsaudit {profile} controls for AWS, enforced at preview\n",

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from pulumi_policy import PolicyProviderResource, PolicyResource, StackValidationArgs
 
-from auditor.crossguard import make_validator, pack_policies
+from auditor.crossguard import make_validator, pack_parameters, pack_policies
+from auditor.resources import policies_dir
 
 from helpers import run_cli
 
@@ -68,7 +69,7 @@ def _violations(pack: Path, export: Path) -> dict[str, list[tuple[str, str | Non
         def report(message: str, urn: str | None = None, into: Any = reported) -> None:
             into.append((message, urn))
 
-        make_validator(policies, policy.id, "hipaa")(args, report)
+        make_validator(policies, policy.id, "hipaa", pack_parameters(pack))(args, report)
         if reported:
             found[policy.id] = reported
     return found
@@ -104,3 +105,24 @@ def test_a_pack_is_not_written_over_unrelated_files(tmp_path: Path) -> None:
     proc = run_cli("pulumi", "policy-pack", tmp_path, cwd=tmp_path)
     assert proc.returncode == 2
     assert "is not empty and holds no policy pack" in proc.stderr
+
+
+def test_the_pack_enforces_the_configs_own_policies(tmp_path: Path) -> None:
+    """With --config, the user's [policies] paths override the shipped policies in the pack,
+    as they do in an audit: here a stricter log retention (800 days) that the compliant sample
+    (400 days) does not meet."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shipped = json.loads((policies_dir() / "aws.logs.retention.json").read_text())
+    text = json.dumps(shipped).replace('"minimum": 365', '"minimum": 800')
+    assert text != json.dumps(shipped)
+    (mine / "aws.logs.retention.json").write_text(text)
+    (tmp_path / "commsaudit.toml").write_text('[policies]\npaths = ["mine"]\n')
+    proc = run_cli("pulumi", "policy-pack", "pack", "--config", "commsaudit.toml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    pack = tmp_path / "pack"
+    assert '"minimum": 800' in (pack / "policies" / "aws.logs.retention.json").read_text()
+    found = _violations(pack, FIXTURES / "contoso-comms-prod.compliant.export.json")
+    assert set(found) == {"aws.logs.retention"}
+    (message, urn) = found["aws.logs.retention"][0]
+    assert "400" in message and urn is not None and urn.endswith("LogGroup::/phi/app")
