@@ -56,9 +56,14 @@ def test_script_in_tenant_name_renders_inert(tmp_path: Path) -> None:
     # No resource from elsewhere, no script of any kind: the report works offline.
     assert "link" not in tag_names and "iframe" not in tag_names
     assert not any(name == "src" for _tag, attrs in parser.tags for name, _v in attrs)
-    # The only links are the policies' https references; nothing tenant-supplied becomes one.
-    links = [v for tag, attrs in parser.tags for name, v in attrs if name == "href"]
-    assert links and all(str(v).startswith("https://learn.microsoft.com/") for v in links)
+    # The only links are the policies' https references and the bundle's own raw answers
+    # (relative paths of files in the bundle); nothing tenant-supplied becomes a link target.
+    links = [str(v) for tag, attrs in parser.tags for name, v in attrs if name == "href"]
+    inside = set(members(bundle))
+    assert links and all(
+        v.startswith("https://learn.microsoft.com/") or (v.startswith("raw/") and v in inside)
+        for v in links
+    ), links
 
     markdown = members(bundle)["report.md"].decode()
     # Outside code spans (which Markdown renders literally) no markup survives.

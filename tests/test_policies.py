@@ -141,9 +141,8 @@ def _catalog_rows() -> dict[str, tuple[str, list[str]]]:
 def test_shipped_policies_match_the_catalog() -> None:
     catalog = _catalog_rows()
     policies = load_policies([policies_dir()]).policies
-    implemented_here = [c for c in catalog if c.startswith(("org.", "provider.", "m365."))]
-    assert implemented_here, "catalog parsing found no org.* rows"
-    for control in implemented_here:
+    assert len(catalog) > 40, "catalog parsing found too few rows"
+    for control in catalog:  # every platform's connector is in this build
         assert control in policies, f"{control} from the catalog has no policy file"
     for control, policy in policies.items():
         assert control in catalog, f"{control} is not in the catalog"
