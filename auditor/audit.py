@@ -15,6 +15,7 @@ from auditor import __version__
 from auditor.collect import ProgressCallback, collect
 from auditor.config import Config
 from auditor.derive import derive
+from auditor.diff import Diff, compare, read_bundle_state, state_from
 from auditor.engine import Evaluation, EvaluationContext, evaluate
 from auditor.errors import ConfigError, InputError
 from auditor.evidence import layout, signing
@@ -44,6 +45,8 @@ class AuditOptions:
     skip_controls: list[str] = field(default_factory=list)
     # The demo signs with a throwaway key when none is configured, so verify has something to check.
     ephemeral_key: bool = False
+    # A previous run's bundle: the reports and diff.json say what changed since.
+    baseline: Path | None = None
 
 
 @dataclass
@@ -55,6 +58,7 @@ class AuditOutcome:
     signer: Signer | None
     redactor: Redactor
     public_key: Path | None = None
+    diff: Diff | None = None
 
 
 def load_policy_set(config: Config) -> PolicySet:
@@ -201,6 +205,8 @@ def run_audit(
     policies = select_policies(
         config, all_policies, profile, options.controls, options.skip_controls
     )
+    # Read (and verified) before anything is collected: a bad baseline stops the run early.
+    baseline = read_bundle_state(options.baseline) if options.baseline else None
     signer = resolve_signer(config, env, ephemeral=options.ephemeral_key)
     if signer is not None:
         redactor.add(signing.private_pem(signer.key).decode())
@@ -239,8 +245,17 @@ def run_audit(
     name = bundle_name(started, run_id)
     who = ran_by(env)
     scope = scope_of(snapshot)
+    changes = None
+    if baseline is not None:
+        current = state_from(results, snapshot.to_json(), name)
+        changes = compare(baseline, current)
     report = ReportInput(
-        results=results, policies=policies, scope=scope, ran_by=who, bundle_name=name
+        results=results,
+        policies=policies,
+        scope=scope,
+        ran_by=who,
+        bundle_name=name,
+        diff=changes,
     )
 
     files = raw_files(collection.raw, redactor)
@@ -251,6 +266,8 @@ def run_audit(
     files["report.md"] = markdown.render(report).encode()
     files["report.html"] = html.render(report).encode()
     files["matrix.csv"] = matrix.to_csv(matrix.rows(report)).encode()
+    if changes is not None:
+        files["diff.json"] = dumps_pretty(changes.to_json()).encode()
     files["junit.xml"] = junit.render(report).encode()
     files["results.sarif"] = dumps_pretty(sarif.render(report)).encode()
     hashes = {n: sha256_hex(redactor.bytes(c)) for n, c in files.items()}
@@ -291,7 +308,9 @@ def run_audit(
     if signer is not None and signer.ephemeral:
         public_key = out_dir / (name.removesuffix(".zip") + ".pub.pem")
         write_atomically(public_key, signing.public_pem(signer.key.public_key()))
-    return AuditOutcome(results, snapshot, bundle_path, report, signer, redactor, public_key)
+    return AuditOutcome(
+        results, snapshot, bundle_path, report, signer, redactor, public_key, changes
+    )
 
 
 def evaluate_snapshot(

@@ -24,6 +24,7 @@ from auditor import __version__, demo
 from auditor.audit import (
     DEFAULT_DEADLINE_SECONDS,
     AuditOptions,
+    AuditOutcome,
     evaluate_snapshot,
     load_policy_set,
     run_audit,
@@ -39,6 +40,7 @@ from auditor.policytest import run_examples
 from auditor.redact import RedactingFilter, Redactor
 from auditor.reports import terminal
 from auditor.resources import policies_dir
+from auditor.results import SEVERITIES
 from auditor.snapshot import read_snapshot
 from auditor.timeutil import utcnow
 from connectors.aws.connector import iam_policy
@@ -107,8 +109,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit.add_argument(
         "--demo",
-        action="store_true",
-        help="audit the bundled sample organisation: no credentials, no network",
+        nargs="?",
+        const=demo.DEMO_ORGANISATION,
+        metavar="SAMPLE",
+        help="audit a bundled sample organisation (contoso-health, the default, or "
+        "fabrikam-clinic): no credentials, no network",
+    )
+    audit.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="BUNDLE",
+        help="a previous run's bundle: the reports and diff.json say what changed since",
+    )
+    audit.add_argument(
+        "--fail-on",
+        choices=["any", "new", *SEVERITIES[:-1]],
+        default="any",
+        help="exit 1 for: any failure (default); only failures new since --baseline; or "
+        "failures of at least this severity",
     )
     audit.add_argument(
         "--timeout",
@@ -223,6 +241,12 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("sandbox-ca.pem"),
         help="where to write the CA its certificates chain to (default: sandbox-ca.pem)",
     )
+    changes = commands.add_parser(
+        "diff", help="what changed between two runs' bundles: statuses, settings, subjects"
+    )
+    changes.add_argument("old", type=Path, metavar="OLD_BUNDLE")
+    changes.add_argument("new", type=Path, metavar="NEW_BUNDLE")
+    changes.add_argument("--format", choices=["text", "json", "markdown"], default="text")
     pulumi = commands.add_parser("pulumi", help="Pulumi: a CrossGuard policy pack")
     pulumi_commands = pulumi.add_subparsers(dest="pulumi_command", required=True, metavar="ACTION")
     pack = pulumi_commands.add_parser(
@@ -287,7 +311,13 @@ def _apply_domain_options(config: Config, args: argparse.Namespace) -> None:
 
 
 def _audit_options(args: argparse.Namespace) -> AuditOptions:
+    if getattr(args, "fail_on", "any") == "new" and getattr(args, "baseline", None) is None:
+        raise ConfigError(
+            "--fail-on new needs --baseline: new since what?",
+            hint="pass the previous run's bundle as --baseline BUNDLE",
+        )
     return AuditOptions(
+        baseline=getattr(args, "baseline", None),
         profile=args.profile,
         out=args.out,
         deadline_seconds=args.timeout,
@@ -303,10 +333,11 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
         if args.demo:
             if args.config is not None:
                 raise ConfigError("--demo audits the bundled sample; leave out --config")
-            sandbox = stack.enter_context(demo.sandbox_for())
-            world = stack.enter_context(demo.email_world())
+            sample = demo.sample(args.demo)
+            sandbox = stack.enter_context(demo.sandbox_for(sample))
+            world = stack.enter_context(demo.email_world(sample))
             config = load_config(
-                demo.prepare(Path(workdir), utcnow().date(), sandbox=sandbox, world=world)
+                demo.prepare(Path(workdir), utcnow().date(), sample, sandbox=sandbox, world=world)
             )
             options.out = args.out or Path.cwd() / "commsaudit-out"
             options.ephemeral_key = True
@@ -329,7 +360,40 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
         # Built from redacted data already; the last net costs little.
         sys.stdout.write(outcome.redactor.text(dumps_pretty(outcome.results.to_json())))
         sys.stdout.flush()
-    return outcome.results.exit_code(strict=args.strict)
+    return _audit_exit_code(outcome, args)
+
+
+def _audit_exit_code(outcome: AuditOutcome, args: argparse.Namespace) -> int:
+    """0/1/2 as the contract says, with --fail-on narrowing what counts as 1."""
+    results = outcome.results
+    if args.strict and results.summary["error"]:
+        return 2
+    if args.fail_on == "any":
+        return results.exit_code()
+    if args.fail_on == "new":
+        assert outcome.diff is not None  # checked before the run
+        return 1 if any(c["new"] == "fail" for c in outcome.diff.new_failures) else 0
+    worst = SEVERITIES.index(args.fail_on)
+    return int(
+        any(
+            r.status == "fail"
+            and SEVERITIES.index(r.severity if r.severity in SEVERITIES else "info") <= worst
+            for r in results.results
+        )
+    )
+
+
+def _cmd_diff(args: argparse.Namespace, console: Console) -> int:
+    from auditor.diff import compare, read_bundle_state, render_markdown, render_text
+
+    changes = compare(read_bundle_state(args.old), read_bundle_state(args.new))
+    if args.format == "json":
+        sys.stdout.write(dumps_pretty(changes.to_json()))
+    elif args.format == "markdown":
+        print("\n".join(render_markdown(changes)))
+    else:
+        print("\n".join(render_text(changes)))
+    return 1 if changes.new_failures else 0
 
 
 def _cmd_record(args: argparse.Namespace, console: Console) -> int:
@@ -596,6 +660,7 @@ _COMMANDS = {
     "record": _cmd_record,
     "permissions": _cmd_permissions,
     "pulumi": _cmd_pulumi,
+    "diff": _cmd_diff,
 }
 
 
@@ -629,6 +694,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuditError as exc:
         _error(f"error: {exc.line()}")
         return 2
+    except BrokenPipeError:
+        # The reader went away (`commsaudit diff A B | head`): not an error of ours. Point
+        # stdout at nothing so the interpreter's final flush does not complain again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         _error("interrupted")
         return 130

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from auditor.errors import ConfigError
 from auditor.resources import demo_dir, tenants_dir
 from connectors.dns.sandbox.world import EmailWorld, serve_world
 from connectors.m365.sandbox.server import Sandbox
@@ -23,10 +24,28 @@ _SANDBOX = "${sandbox:m365}"
 _DNS = "${sandbox:dns}"
 
 
+def samples() -> list[str]:
+    return sorted(p.name for p in demo_dir().iterdir() if (p / "commsaudit.toml.tmpl").is_file())
+
+
+def sample(name: str) -> str:
+    """The sample organisation called `name`, or ConfigError naming the ones there are."""
+    if name not in samples():
+        raise ConfigError(
+            f"no sample organisation {name!r}; the samples are {', '.join(samples())}"
+        )
+    return name
+
+
 @contextlib.contextmanager
-def email_world(organisation: str = DEMO_ORGANISATION) -> Iterator[EmailWorld]:
-    """The sample's mail domains on local DNS, MTA-STS and SMTP servers."""
-    with serve_world(demo_dir() / organisation / "email-world.json") as world:
+def email_world(organisation: str = DEMO_ORGANISATION) -> Iterator[EmailWorld | None]:
+    """The sample's mail domains on local DNS, MTA-STS and SMTP servers (None for a sample
+    without mail domains)."""
+    path = demo_dir() / organisation / "email-world.json"
+    if not path.is_file():
+        yield None
+        return
+    with serve_world(path) as world:
         yield world
 
 

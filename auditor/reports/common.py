@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from auditor.jsonutil import JSON
 from auditor.policy import PLATFORM_TITLES, SAFEGUARDS, Policy, PolicySet
 from auditor.results import SEVERITIES, STATUSES, Result, Results
+
+if TYPE_CHECKING:
+    from auditor.diff import Diff
 
 STATUS_LABELS = {
     "pass": "Pass",
@@ -35,6 +39,8 @@ class ReportInput:
     scope: dict[str, JSON] = field(default_factory=dict)
     ran_by: dict[str, JSON] = field(default_factory=dict)
     bundle_name: str | None = None
+    # What changed since a baseline run (audit --baseline), when there is one.
+    diff: Diff | None = None
 
     def policy(self, result: Result) -> Policy | None:
         return self.policies.policies.get(result.control)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from auditor.diff import render_markdown
 from auditor.reports import matrix
 from auditor.reports.common import (
     STATUS_LABELS,
@@ -88,6 +89,8 @@ def render(report: ReportInput) -> str:
         out.append(f"| {title} | " + " | ".join(str(c[s]) for s in STATUSES) + " |")
     out.append("")
 
+    if report.diff is not None:
+        out.extend(render_markdown(report.diff))
     out.extend(_matrix(report))
 
     findings = attention(results)
