@@ -21,6 +21,7 @@ from auditor.errors import ConfigError, InputError
 from auditor.evidence import layout, signing
 from auditor.evidence.bundle import Signer, assemble, write_atomically, write_bundle
 from auditor.evidence.manifest import build_manifest, ran_by, scope_of
+from auditor.evidence.publish import Published, publish, targets_from_config
 from auditor.jsonutil import JSON, dumps_pretty, sha256_hex
 from auditor.policy import PolicySet, load_policies
 from auditor.redact import Redactor
@@ -59,6 +60,8 @@ class AuditOutcome:
     redactor: Redactor
     public_key: Path | None = None
     diff: Diff | None = None
+    published: list[Published] = field(default_factory=list)
+    publish_problems: list[str] = field(default_factory=list)
 
 
 def load_policy_set(config: Config) -> PolicySet:
@@ -304,12 +307,37 @@ def run_audit(
         layout.RESULTS,
     ):
         write_atomically(out_dir / report_name, contents[report_name])
+    published: list[Published] = []
+    publish_problems: list[str] = []
+    if config.evidence.publish:
+        targets = targets_from_config(config.evidence.publish, config.evidence.base_dir)
+        published, publish_problems = publish(bundle_path, targets, finished)
+        write_atomically(
+            out_dir / "published.json",
+            dumps_pretty(
+                {
+                    "format": "commsaudit/published/v1",
+                    "bundle": name,
+                    "copies": [p.to_json() for p in published],
+                    "problems": list(publish_problems),
+                }
+            ).encode(),
+        )
     public_key = None
     if signer is not None and signer.ephemeral:
         public_key = out_dir / (name.removesuffix(".zip") + ".pub.pem")
         write_atomically(public_key, signing.public_pem(signer.key.public_key()))
     return AuditOutcome(
-        results, snapshot, bundle_path, report, signer, redactor, public_key, changes
+        results,
+        snapshot,
+        bundle_path,
+        report,
+        signer,
+        redactor,
+        public_key,
+        changes,
+        published,
+        publish_problems,
     )
 
 

@@ -356,10 +356,17 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
             f"Signed with {outcome.signer.origin}; its public key: {outcome.public_key}\n"
             f"Check it: commsaudit verify {outcome.bundle} --key {outcome.public_key}"
         )
+    for copy in outcome.published:
+        locked = f", locked ({copy.mode}) until {copy.retain_until}" if copy.retain_until else ""
+        console.print(f"Kept a copy: {escape(copy.destination)} (sha256 checked{locked})")
+    for problem in outcome.publish_problems:
+        _error(f"error: evidence not kept: {problem}")
     if args.format == "json":
         # Built from redacted data already; the last net costs little.
         sys.stdout.write(outcome.redactor.text(dumps_pretty(outcome.results.to_json())))
         sys.stdout.flush()
+    if outcome.publish_problems:
+        return 2  # the run's evidence is not where it must be kept: the job must not pass
     return _audit_exit_code(outcome, args)
 
 

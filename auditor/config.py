@@ -30,6 +30,35 @@ _EVIDENCE_SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
         },
+        "publish": {
+            "type": "array",
+            "description": "Where each bundle is also kept, checked after writing.",
+            "items": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["s3"],
+                        "properties": {
+                            "s3": {"type": "string", "pattern": "^s3://[^/]+(/.*)?$"},
+                            "retention_days": {"type": "integer", "minimum": 1},
+                            "mode": {"enum": ["COMPLIANCE", "GOVERNANCE"]},
+                            "region": {"type": "string", "minLength": 1},
+                            "endpoint_url": {"type": "string", "minLength": 1},
+                            "profile": {"type": "string", "minLength": 1},
+                            "role_arn": {"type": "string", "minLength": 1},
+                            "external_id": {"type": "string", "minLength": 1},
+                        },
+                    },
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["directory"],
+                        "properties": {"directory": {"type": "string", "minLength": 1}},
+                    },
+                ]
+            },
+        },
     },
 }
 
@@ -88,6 +117,9 @@ class EvidenceConfig:
     signing_key_env: str = DEFAULT_SIGNING_KEY_ENV
     require_signature: bool = False
     secret_env: list[str] = field(default_factory=list)
+    # Copies of each bundle: S3 with Object Lock, or directories (see auditor.evidence.publish).
+    publish: list[dict[str, Any]] = field(default_factory=list)
+    base_dir: Path = field(default_factory=Path)
 
 
 @dataclass
@@ -196,6 +228,8 @@ def parse_config(data: dict[str, Any], path: Path | None, base_dir: Path) -> Con
         signing_key_env=evidence_data.get("signing_key_env", DEFAULT_SIGNING_KEY_ENV),
         require_signature=evidence_data.get("require_signature", False),
         secret_env=list(evidence_data.get("secret_env", [])),
+        publish=[dict(entry) for entry in evidence_data.get("publish", [])],
+        base_dir=base_dir,
     )
     policies_data = data.get("policies", {})
     policies = PoliciesConfig(
