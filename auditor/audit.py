@@ -133,8 +133,12 @@ def resolve_signer(config: Config, environ: Mapping[str, str], *, ephemeral: boo
 
 def build_connectors(config: Config, now: dt.datetime) -> list[Connector]:
     connectors = []
-    for name, section in config.connectors.items():
+    seen: dict[str, int] = {}
+    for name, section in config.instances or list(config.connectors.items()):
         connector = CONNECTORS[name](section, config.base_dir)
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            connector.instance = f"{name}-{seen[name]}"
         try:
             connector.preflight(now)
         except ConnectorInputError as exc:

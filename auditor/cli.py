@@ -32,6 +32,7 @@ from auditor.audit import (
 from auditor.config import Config, default_config, load_config
 from auditor.errors import AuditError, ConfigError, PolicyError
 from auditor.evidence import signing
+from auditor.evidence.bundle import write_atomically
 from auditor.evidence.recorded import write_recorded_tenants
 from auditor.evidence.verify import describe, verify_bundle
 from auditor.jsonutil import dumps_pretty
@@ -241,6 +242,13 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("sandbox-ca.pem"),
         help="where to write the CA its certificates chain to (default: sandbox-ca.pem)",
     )
+    portfolio = commands.add_parser(
+        "report", help="one portfolio report from several bundles (an MSP's tenants)"
+    )
+    portfolio.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE")
+    portfolio.add_argument(
+        "--out", type=Path, default=Path(), help="where portfolio.html and portfolio.md go"
+    )
     changes = commands.add_parser(
         "diff", help="what changed between two runs' bundles: statuses, settings, subjects"
     )
@@ -388,6 +396,21 @@ def _audit_exit_code(outcome: AuditOutcome, args: argparse.Namespace) -> int:
             for r in results.results
         )
     )
+
+
+def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from auditor.reports import portfolio
+
+    entries = [portfolio.read_entry(path) for path in args.bundles]
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_atomically(args.out / "portfolio.html", portfolio.render_html(entries).encode())
+    write_atomically(args.out / "portfolio.md", portfolio.render_markdown(entries).encode())
+    failing = sum(1 for e in entries if e.counts["fail"])
+    print(
+        f"Portfolio of {len(entries)} run(s), {failing} with failures: "
+        f"{args.out / 'portfolio.html'}, {args.out / 'portfolio.md'}"
+    )
+    return 1 if failing else 0
 
 
 def _cmd_diff(args: argparse.Namespace, console: Console) -> int:
@@ -668,6 +691,7 @@ _COMMANDS = {
     "permissions": _cmd_permissions,
     "pulumi": _cmd_pulumi,
     "diff": _cmd_diff,
+    "report": _cmd_report,
 }
 
 

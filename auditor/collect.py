@@ -76,38 +76,40 @@ async def collect_async(
         for platform, kind, subject in connector.planned_subjects():
             snapshot.add_subject(platform, kind, subject)
         ctx = CollectContext(
-            connector=connector.name,
+            connector=connector.instance,
+            raw_prefix="" if connector.instance == connector.name else f"{connector.instance}/",
             now=now,
             deadline=deadline,
-            progress=_reporter(progress, connector.name),
+            progress=_reporter(progress, connector.instance),
             register_secret=redactor.add,
         )
         contexts.append((connector, ctx))
 
-    done = {connector.name: asyncio.Event() for connector, _ctx in contexts}
-    by_name = {connector.name: ctx for connector, ctx in contexts}
+    done = {connector.instance: asyncio.Event() for connector, _ctx in contexts}
+    by_name = {connector.instance: ctx for connector, ctx in contexts}
+    # What a connector depends on is a kind ("m365"): it waits for every configured copy.
+    kinds = {connector.instance: connector.name for connector, _ctx in contexts}
 
     async def run(
         connector: Connector, ctx: CollectContext
     ) -> tuple[str, str | None, dt.datetime, dt.datetime]:
         try:
-            waits = [done[d].wait() for d in connector.depends_on if d in done]
+            upstream = [i for i, kind in kinds.items() if kind in connector.depends_on]
+            waits = [done[i].wait() for i in upstream]
             if waits:
                 ctx.progress(f"waiting for {', '.join(connector.depends_on)}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         asyncio.gather(*waits), max(0.0, deadline - time.monotonic())
                     )
-                ctx.upstream = [
-                    s for d in connector.depends_on if d in by_name for s in by_name[d].sections
-                ]
+                ctx.upstream = [s for i in upstream for s in by_name[i].sections]
             started = utcnow()
             ctx.progress("collecting")
             status, error = await _run_one(connector, ctx, max(0.0, deadline - time.monotonic()))
             ctx.progress("done" if status == "ok" else f"failed: {error}")
             return status, error, started, utcnow()
         finally:
-            done[connector.name].set()
+            done[connector.instance].set()
 
     outcomes = await asyncio.gather(*(run(c, ctx) for c, ctx in contexts))
 
@@ -115,7 +117,7 @@ async def collect_async(
     for (connector, ctx), (status, error, started, finished) in zip(
         contexts, outcomes, strict=True
     ):
-        snapshot.sources[connector.name] = SourceStatus(
+        snapshot.sources[connector.instance] = SourceStatus(
             title=connector.title,
             status=status,
             platforms=list(connector.covered_platforms()),
@@ -136,7 +138,7 @@ async def collect_async(
         )
         collection.raw.extend(
             (
-                connector.name,
+                connector.instance,
                 replace(r, body=redactor.bytes(r.body), request=redactor.json(r.request)),
             )
             for r in ctx.raw

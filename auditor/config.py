@@ -110,6 +110,10 @@ def config_schema() -> dict[str, Any]:
     }
 
 
+# Connectors a config may repeat, one table per tenant or account ([[m365]], [[aws]]).
+REPEATABLE = ("m365", "aws")
+
+
 @dataclass
 class EvidenceConfig:
     out: Path
@@ -140,6 +144,8 @@ class Config:
     evidence: EvidenceConfig
     policies: PoliciesConfig
     waivers: list[Waiver]
+    # Every configured connector table in order, repeats included ([[m365]] twice: two).
+    instances: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -198,16 +204,44 @@ def _resolve(base_dir: Path, value: str) -> Path:
     return (base_dir / Path(value).expanduser()).resolve()
 
 
-def parse_config(data: dict[str, Any], path: Path | None, base_dir: Path) -> Config:
-    where = str(path) if path else "config"
-    data = _jsonable(data)
+def _check(data: dict[str, Any], where: str, prefix: str = "") -> None:
     validator = jsonschema.Draft202012Validator(
         config_schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
     errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.path)), e.message))
     if errors:
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(_explain(errors[0]) + more, where=where)
+        raise ConfigError(prefix + _explain(errors[0]) + more, where=where)
+
+
+def _split_repeated(data: dict[str, Any], where: str) -> dict[str, list[dict[str, Any]]]:
+    """Connector tables given as [[name]] (an MSP's several tenants or accounts): each checked
+    on its own, as if it were the only one."""
+    repeated: dict[str, list[dict[str, Any]]] = {}
+    for name in CONNECTORS:
+        value = data.get(name)
+        if not isinstance(value, list):
+            continue
+        if name not in REPEATABLE:
+            raise ConfigError(
+                f"[[{name}]] can appear only once; write it as [{name}]",
+                where=where,
+                hint=f"several tables are for {', '.join(f'[[{n}]]' for n in REPEATABLE)}",
+            )
+        if not value:
+            raise ConfigError(f"[[{name}]] is empty", where=where)
+        for index, entry in enumerate(value[1:], 2):
+            _check({name: entry}, where, prefix=f"[[{name}]] #{index}: ")
+        repeated[name] = value
+        data[name] = value[0]
+    return repeated
+
+
+def parse_config(data: dict[str, Any], path: Path | None, base_dir: Path) -> Config:
+    where = str(path) if path else "config"
+    data = _jsonable(data)
+    repeated = _split_repeated(data, where)
+    _check(data, where)
     for name in PLANNED:
         if name in data:
             raise ConfigError(
@@ -242,6 +276,12 @@ def parse_config(data: dict[str, Any], path: Path | None, base_dir: Path) -> Con
     )
     waivers = [Waiver.from_json(w, i) for i, w in enumerate(data.get("waivers", []))]
     connectors = {name: data[name] for name in CONNECTORS if name in data}
+    instances = [
+        (name, entry)
+        for name in CONNECTORS
+        if name in data
+        for entry in repeated.get(name, [data[name]])
+    ]
     return Config(
         path=path,
         base_dir=base_dir,
@@ -249,6 +289,7 @@ def parse_config(data: dict[str, Any], path: Path | None, base_dir: Path) -> Con
         evidence=evidence,
         policies=policies,
         waivers=waivers,
+        instances=instances,
     )
 
 

@@ -15,7 +15,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -99,6 +99,8 @@ class CollectContext:
     upstream: list[Section] = field(default_factory=list)
     #: Blocking calls in flight at once for this connector.
     max_blocking: int = 16
+    #: Put before every raw path, so two copies of one connector never write the same file.
+    raw_prefix: str = ""
     _blocking_slots: asyncio.Semaphore = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +114,8 @@ class CollectContext:
     def add_raw(self, record: RawRecord) -> str:
         """Keep a response; returns its path in the bundle (`raw/...`, made unique if the path
         repeats), for the sections read from it to cite."""
+        if self.raw_prefix:
+            record = replace(record, path=self.raw_prefix + record.path)
         taken = {r.path for r in self.raw}
         path = record.path
         n = 2
@@ -145,6 +149,14 @@ class CollectContext:
         reason: str | None = None,
         collected_at: dt.datetime | None = None,
     ) -> None:
+        if self.raw_prefix:
+            # Raw paths a connector computed itself (not returned by add_raw) get the prefix too.
+            raw = tuple(
+                p
+                if not p.startswith("raw/") or p.startswith(f"raw/{self.raw_prefix}")
+                else f"raw/{self.raw_prefix}{p[4:]}"
+                for p in raw
+            )
         self.sections.append(
             Section(
                 name=name,
@@ -213,6 +225,16 @@ class Connector(ABC):
     def __init__(self, config: dict[str, Any], base_dir: Path) -> None:
         self.config = config
         self.base_dir = base_dir
+        self._instance: str | None = None
+
+    @property
+    def instance(self) -> str:
+        """This configured copy's name: `m365`, or `m365-2` for a second [[m365]] table."""
+        return self._instance or self.name
+
+    @instance.setter
+    def instance(self, value: str) -> None:
+        self._instance = value
 
     def preflight(self, now: dt.datetime) -> None:  # noqa: B027 - optional hook
         """Check local inputs before any collection; raise ConnectorInputError if they are bad.

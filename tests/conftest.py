@@ -56,3 +56,13 @@ def moto(moto_url: str) -> str:
     post(moto_url, "/moto-api/reset", b"")
     post(moto_url, "/moto-api/reset-auth", b"inf")
     return moto_url
+
+
+@pytest.fixture(scope="session")
+def fabrikam_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`commsaudit audit --demo fabrikam-clinic`, run once: the second sample's bundle."""
+    work = tmp_path_factory.mktemp("fabrikam")
+    proc = run_cli("audit", "--demo", "fabrikam-clinic", "--out", work / "out", cwd=work)
+    assert proc.returncode == 1, proc.stderr
+    (bundle,) = (work / "out").glob("*.zip")
+    return bundle

@@ -6,19 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from conftest import DemoRun
 from helpers import member_json, members, rewrite, run_cli
-
-
-@pytest.fixture(scope="module")
-def fabrikam_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("fabrikam")
-    proc = run_cli("audit", "--demo", "fabrikam-clinic", "--out", work / "out", cwd=work)
-    assert proc.returncode == 1, proc.stderr
-    (bundle,) = (work / "out").glob("*.zip")
-    return bundle
 
 
 def test_diff_between_the_two_samples_lists_changed_controls_and_values(

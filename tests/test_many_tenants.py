@@ -1,0 +1,72 @@
+"""An MSP's config: several tenants in one run ([[m365]] twice), collected concurrently, each
+with its own subjects, sources and raw answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from connectors.m365.sandbox.server import Sandbox
+
+from helpers import member_json, members, run_cli
+
+TENANTS = Path(__file__).resolve().parents[1] / "fixtures" / "tenants"
+
+
+def test_two_tenants_in_one_run(tmp_path: Path) -> None:
+    with (
+        Sandbox(TENANTS / "contoso-health") as contoso,
+        Sandbox(TENANTS / "fabrikam-clinic") as fabrikam,
+    ):
+        config = "".join(
+            sandbox.config_toml("certificate").replace("[m365]", "[[m365]]", 1)
+            for sandbox in (contoso, fabrikam)
+        )
+        (tmp_path / "commsaudit.toml").write_text(
+            config + '[policies]\ncontrols = ["m365.*"]\n[evidence]\nout = "out"\n'
+        )
+        proc = run_cli("audit", "--format", "json", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr  # fabrikam fails plenty
+    results = json.loads(proc.stdout)["results"]
+    by_tenant: dict[str, dict[str, str]] = {}
+    for result in results:
+        by_tenant.setdefault(result["subject"], {})[result["control"]] = result["status"]
+    assert set(by_tenant) == {"contoso-health.onmicrosoft.com", "fabrikamclinic.onmicrosoft.com"}
+    assert by_tenant["contoso-health.onmicrosoft.com"]["m365.exo.smtp-auth-disabled"] == "pass"
+    assert by_tenant["fabrikamclinic.onmicrosoft.com"]["m365.exo.smtp-auth-disabled"] == "fail"
+
+    (bundle,) = (tmp_path / "out").glob("*.zip")
+    snapshot = member_json(bundle, "snapshot.json")
+    assert {name: source["status"] for name, source in snapshot["sources"].items()} == {
+        "m365": "ok",
+        "m365-2": "ok",
+    }
+    assert snapshot["scope"]["m365"]["tenant"] == [
+        "contoso-health.onmicrosoft.com",
+        "fabrikamclinic.onmicrosoft.com",
+    ]
+    # Each tenant's answers are kept apart, and each section cites its own tenant's answers.
+    names = set(members(bundle))
+    assert "raw/m365/tenant.json" in names and "raw/m365-2/m365/tenant.json" in names
+    for section in snapshot["sections"]:
+        if section["subject"] == "fabrikamclinic.onmicrosoft.com" and section["raw"]:
+            assert all(path.startswith("raw/m365-2/") for path in section["raw"]), section["name"]
+    assert run_cli("verify", bundle, cwd=tmp_path).returncode == 0
+
+
+def test_a_connector_that_is_not_repeatable_says_so(tmp_path: Path) -> None:
+    (tmp_path / "commsaudit.toml").write_text(
+        '[[attestations]]\nfile = "a.yaml"\n[[attestations]]\nfile = "b.yaml"\n'
+    )
+    proc = run_cli("audit", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "[[attestations]] can appear only once" in proc.stderr
+
+
+def test_a_second_table_with_a_typo_is_named(tmp_path: Path) -> None:
+    (tmp_path / "commsaudit.toml").write_text(
+        '[[aws]]\nregions = ["us-east-1"]\n[[aws]]\nregoins = ["us-west-2"]\n'
+    )
+    proc = run_cli("audit", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "[[aws]] #2: unknown key 'regoins' in [aws]; did you mean 'regions'?" in proc.stderr
