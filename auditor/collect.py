@@ -118,7 +118,9 @@ async def collect_async(
         contexts, outcomes, strict=True
     ):
         snapshot.sources[connector.instance] = SourceStatus(
-            title=connector.title,
+            title=connector.title
+            if connector.instance == connector.name
+            else f"{connector.title} ({connector.instance})",
             status=status,
             platforms=list(connector.covered_platforms()),
             started_at=started,
@@ -128,6 +130,11 @@ async def collect_async(
         )
         for platform, kind, subject in ctx.subjects:
             snapshot.add_subject(platform, kind, subject)
+        if status == "error" and not ctx.subjects:
+            # Failed before it could name what it audits: name it from config, so its controls
+            # show as error for that subject instead of going missing beside the others.
+            for platform, kind, subject in connector.fallback_subjects():
+                snapshot.add_subject(platform, kind, subject)
         # Secrets are removed here, at the source: everything downstream (snapshot, results,
         # reports, the JSON on stdout) is built from clean data.
         snapshot.sections.extend(

@@ -244,6 +244,11 @@ class Connector(ABC):
         """Subjects known from config alone, so a failure before discovery still names them."""
         return []
 
+    def fallback_subjects(self) -> list[tuple[Platform, SubjectKind, str]]:
+        """What to call this connector's subjects if it fails before finding them (a tenant id
+        before its domain is known), so its controls are `error` rather than missing."""
+        return []
+
     def covered_platforms(self) -> list[Platform]:
         """The platforms this configured instance fills: they are in the audit's scope."""
         return list(self.platforms)

@@ -70,3 +70,39 @@ def test_a_second_table_with_a_typo_is_named(tmp_path: Path) -> None:
     proc = run_cli("audit", cwd=tmp_path)
     assert proc.returncode == 2
     assert "[[aws]] #2: unknown key 'regoins' in [aws]; did you mean 'regions'?" in proc.stderr
+
+
+def test_a_run_past_its_deadline_still_writes_a_signed_bundle(tmp_path: Path) -> None:
+    """One slow tenant: the run ends at its deadline, the unfinished tenant's controls are
+    error (never pass), the finished one is judged, and the bundle is written and signed."""
+    from connectors.m365.sandbox.server import Faults
+
+    key = tmp_path / "signing.pem"
+    assert run_cli("keygen", "--out", key, cwd=tmp_path).returncode == 0
+    with (
+        Sandbox(TENANTS / "contoso-health") as fast,
+        Sandbox(TENANTS / "fabrikam-clinic", faults=Faults(latency_ms=3000)) as slow,
+    ):
+        config = "".join(
+            s.config_toml("certificate").replace("[m365]", "[[m365]]", 1) for s in (fast, slow)
+        )
+        (tmp_path / "commsaudit.toml").write_text(
+            config
+            + '[policies]\ncontrols = ["m365.exo.*"]\n'
+            + f'[evidence]\nout = "out"\nsigning_key_file = "{key}"\n'
+        )
+        proc = run_cli("audit", "--format", "json", "--timeout", "8", "--strict", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr  # --strict: a control that is error fails CI
+    results = json.loads(proc.stdout)["results"]
+    # Stopped before it learnt the tenant's domain: named by the tenant id from the config.
+    slow_results = [r for r in results if r["subject"] == slow.tenant.tenant_id]
+    fast_results = [r for r in results if r["subject"] == "contoso-health.onmicrosoft.com"]
+    assert slow_results and all(r["status"] == "error" for r in slow_results)
+    assert (
+        "Microsoft 365 (m365-2) failed: did not finish within the run's deadline"
+        in (slow_results[0]["reason"])
+    )
+    assert fast_results and all(r["status"] in ("pass", "fail") for r in fast_results)
+    (bundle,) = (tmp_path / "out").glob("*.zip")
+    verified = run_cli("verify", bundle, "--key", key.with_suffix(".pub.pem"), cwd=tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr

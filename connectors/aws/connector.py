@@ -147,6 +147,14 @@ class AwsConnector(Connector):
     def planned_subjects(self) -> list[tuple[Platform, SubjectKind, str]]:
         return []
 
+    def fallback_subjects(self) -> list[tuple[Platform, SubjectKind, str]]:
+        # The account is known only once STS answers; a role ARN names it in advance.
+        role = str(self.config.get("role_arn") or "")
+        parts = role.split(":")
+        if len(parts) > 4 and parts[4].isdigit():
+            return [("aws", "account", parts[4])]
+        return [("aws", "account", f"{self.instance} (account not reached)")]
+
     def _session(self) -> AwsSession:
         return AwsSession(
             profile=self.config.get("profile"),

@@ -18,6 +18,7 @@ from connectors.base import (
     Permission,
     Platform,
     RawRecord,
+    SubjectKind,
 )
 from connectors.m365.auth import METHODS, AuthSettings, TokenCache, build_credential
 from connectors.m365.clouds import CLOUDS, endpoints_for
@@ -183,6 +184,9 @@ class M365Connector(Connector):
             backoff_seconds=limits_config.get("backoff_seconds", Limits.backoff_seconds),
         )
         return auth, limits
+
+    def fallback_subjects(self) -> list[tuple[Platform, SubjectKind, str]]:
+        return [("m365", "tenant", str(self.config["tenant_id"]))]
 
     async def collect(self, ctx: CollectContext) -> None:
         auth, limits = self._settings()
