@@ -242,6 +242,17 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("sandbox-ca.pem"),
         help="where to write the CA its certificates chain to (default: sandbox-ca.pem)",
     )
+    init = commands.add_parser(
+        "init",
+        help="write a starter commsaudit.toml, attestations file and scheduled workflow, and "
+        "print the sign-in setup (no stored secrets)",
+    )
+    init.add_argument("dir", type=Path, nargs="?", default=Path(), metavar="DIR")
+    init.add_argument("--tenant", help="the Microsoft 365 tenant (id or domain)")
+    init.add_argument("--aws-account", help="the AWS account id to audit")
+    init.add_argument("--domain", action="append", default=[], help="a mail domain (repeatable)")
+    init.add_argument("--repository", help="the GitHub repository that runs it (OWNER/REPO)")
+    init.add_argument("--force", action="store_true", help="replace files that exist")
     portfolio = commands.add_parser(
         "report", help="one portfolio report from several bundles (an MSP's tenants)"
     )
@@ -396,6 +407,23 @@ def _audit_exit_code(outcome: AuditOutcome, args: argparse.Namespace) -> int:
             for r in results.results
         )
     )
+
+
+def _cmd_init(args: argparse.Namespace, console: Console) -> int:
+    from auditor.scaffold import setup_steps, write_starter
+
+    written = write_starter(
+        args.dir,
+        tenant=args.tenant,
+        aws_account=args.aws_account,
+        domains=args.domain,
+        force=args.force,
+    )
+    for path in written:
+        print(f"wrote {path}")
+    print()
+    print(setup_steps(args.tenant, args.aws_account, args.repository), end="")
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
@@ -692,6 +720,7 @@ _COMMANDS = {
     "pulumi": _cmd_pulumi,
     "diff": _cmd_diff,
     "report": _cmd_report,
+    "init": _cmd_init,
 }
 
 

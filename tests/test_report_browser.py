@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import Browser, find_chromium
 
+from browser import Browser, find_chromium
 from conftest import DemoRun
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
