@@ -122,3 +122,11 @@ def test_replaying_a_bundles_snapshot_derives_each_joined_section_once(
     assert len(keys) == len(set(keys))
     assert ("pulumi.drift", "contoso-comms/prod") in keys
     assert ("provider.aws", "123456789012") in keys
+
+
+def test_the_terminal_names_the_item_that_failed(demo_run: DemoRun) -> None:
+    """The drift failure says which resource and setting, not only a pointer."""
+    lines = demo_run.stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if "pulumi.declared-matches-live" in line)
+    block = " ".join(lines[start : start + 6])
+    assert "at resource=phi-notices setting=tls_policy declared=REQUIRE live=OPTIONAL" in block

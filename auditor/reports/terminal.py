@@ -3,6 +3,7 @@ rich honours NO_COLOR and plain (non-terminal) output by itself."""
 
 from __future__ import annotations
 
+import json
 from types import TracebackType
 
 from rich.console import Console
@@ -13,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from auditor.reports.common import STATUS_LABELS, ReportInput, attention, counts, group_by
-from auditor.results import STATUSES
+from auditor.results import STATUSES, Result
 
 _STYLE = {
     "pass": "green",
@@ -45,6 +46,36 @@ def summary_table(report: ReportInput) -> Table:
     return table
 
 
+# Keys that say which item failed, in the order they are shown.
+_ITEM_KEYS = ("name", "identity", "user", "resource", "setting", "declared", "live", "domain")
+_PLACES_SHOWN = 3
+
+
+def _where(result: Result) -> list[str]:
+    """Which items failed, from the evidence's context (`name=phi-archive`), so the terminal
+    line says what to fix without a trip to the report."""
+    places: list[str] = []
+    for evidence in result.evidence:
+        context = evidence.context
+        if not isinstance(context, dict):
+            continue
+        parts = [
+            f"{key}={_plain(context[key])}"
+            for key in _ITEM_KEYS
+            if key in context and not isinstance(context[key], dict | list)
+        ]
+        place = " ".join(parts)
+        if place and place not in places:
+            places.append(place)
+    if len(places) > _PLACES_SHOWN:
+        return [*places[:_PLACES_SHOWN], f"… and {len(places) - _PLACES_SHOWN} more"]
+    return places
+
+
+def _plain(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def render(console: Console, report: ReportInput, *, bundle: str | None = None) -> None:
     console.print(summary_table(report))
     findings = attention(report.results.results)
@@ -57,6 +88,9 @@ def render(console: Console, report: ReportInput, *, bundle: str | None = None) 
                 f"({escape(result.subject)}, {result.severity})"
             )
             console.print(Padding(Text(result.reason), (0, 0, 0, 8)))
+            places = _where(result) if result.status == "fail" else []
+            for place in places:
+                console.print(Padding(Text(f"at {place}"), (0, 0, 0, 8)))
         if len(findings) > _SHOWN:
             console.print(f"… and {len(findings) - _SHOWN} more: see report.md")
     for warning in report.results.run.warnings:
