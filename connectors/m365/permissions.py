@@ -69,7 +69,8 @@ Grant them without PowerShell (Azure CLI shown; the Entra admin center works too
   2. Upload a certificate (preferred) or create a secret:
        az ad app credential reset --id APP_ID --cert @commsaudit.crt --append
   3. Add the Graph application permissions listed above and Exchange.ManageAsApp
-     (resource 00000002-0000-0ff1-ce00-000000000000), then grant admin consent:
+     (resource 00000002-0000-0ff1-ce00-000000000000); `commsaudit init --tenant TENANT
+     --repository OWNER/REPO` prints each `az ad app permission add` command. Then consent:
        az ad app permission admin-consent --id APP_ID
   4. Give the app's service principal the Global Reader role:
        az rest --method POST \\
