@@ -17,6 +17,7 @@ from typing import Any
 from auditor.errors import InputError
 from auditor.evidence.verify import verify_bundle
 from auditor.jsonutil import JSON
+from auditor.reports.common import md_cell
 from auditor.results import Results
 
 FORMAT = "commsaudit/diff/v1"
@@ -353,7 +354,7 @@ def render_markdown(diff: Diff) -> list[str]:
         out.append("|---|---|---|---|---|")
         for label, change in listed:
             out.append(
-                f"| {label} | `{change['control']}` | {_cell(change['subject'])} | "
+                f"| {label} | `{change['control']}` | {md_cell(change['subject'])} | "
                 f"{change['old']} | {change['new']} |"
             )
         out.append("")
@@ -364,10 +365,6 @@ def render_markdown(diff: Diff) -> list[str]:
     if groups["one_sided"]:
         out.append("")
     return out
-
-
-def _cell(text: str) -> str:
-    return " ".join(text.replace("|", "\\|").replace("<", "&lt;").split())
 
 
 def _short(value: Any) -> str:

@@ -25,7 +25,6 @@ from connectors.m365.permissions import ADMIN_API_PERMISSION, READER_ROLE, permi
 CONFIG_FILE = "commsaudit.toml"
 ATTESTATIONS_FILE = "attestations.yaml"
 WORKFLOW_FILE = ".github/workflows/commsaudit.yml"
-STARTER_FILES = (CONFIG_FILE, ATTESTATIONS_FILE, WORKFLOW_FILE)
 
 # What the setup steps create, so the workflow and the printed steps name the same things.
 APP_NAME = "commsaudit-reader"

@@ -25,7 +25,6 @@ from auditor.jsonutil import JSON
 from auditor.timeutil import isoz
 
 SIX_YEARS_DAYS = 6 * 365 + 2  # six calendar years, with their leap days
-LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
 
 
 class PublishError(Exception):

@@ -106,3 +106,12 @@ def by_platform(results: list[Result]) -> dict[str, list[Result]]:
 def attention(results: list[Result]) -> list[Result]:
     """Results a person must act on or read: failures, errors and waivers."""
     return ordered([r for r in results if r.status in ("fail", "error", "waived")])
+
+
+def md_cell(text: str) -> str:
+    """A Markdown table cell: one line, no pipes or markup that could break the table or
+    inject HTML."""
+    escaped = (
+        text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    )
+    return " ".join(escaped.split())

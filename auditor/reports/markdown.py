@@ -13,19 +13,12 @@ from auditor.reports.common import (
     by_safeguard,
     counts,
     group_by,
+    md_cell,
     ordered,
 )
 from auditor.results import STATUSES, Evidence
 
 _EVIDENCE_SHOWN = 10
-
-
-def _cell(text: str) -> str:
-    """Table cells: one line, no pipes or markup that could break the table or inject HTML."""
-    escaped = (
-        text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-    )
-    return " ".join(escaped.split())
 
 
 def _inline(value: object) -> str:
@@ -37,9 +30,9 @@ def _inline(value: object) -> str:
 
 def _evidence_line(e: Evidence) -> str:
     where = f"{e.section}{e.pointer}" if e.pointer else e.section
-    line = f"  - `{_cell(e.source)}` → `{_cell(where)}` = {_inline(e.value)}"
+    line = f"  - `{md_cell(e.source)}` → `{md_cell(where)}` = {_inline(e.value)}"
     if e.message:
-        line += f" — {_cell(e.message)}"
+        line += f" — {md_cell(e.message)}"
     return line
 
 
@@ -55,11 +48,11 @@ def _matrix(report: ReportInput) -> list[str]:
     out.append("| Citation | Requirement | Kind | Responsibility | Controls | Inherited from |")
     out.append("|---|---|---|---|---|---|")
     for row in table:
-        controls = "<br>".join(f"`{c.control}` {_cell(c.label)}" for c in row.controls)
+        controls = "<br>".join(f"`{c.control}` {md_cell(c.label)}" for c in row.controls)
         out.append(
-            f"| {row.citation} | {_cell(row.requirement)} | {row.kind_label} | "
+            f"| {row.citation} | {md_cell(row.requirement)} | {row.kind_label} | "
             f"{row.responsibility} | {controls or '—'} | "
-            f"{_cell('; '.join(row.inherited_evidence)) or ''} |"
+            f"{md_cell('; '.join(row.inherited_evidence)) or ''} |"
         )
     out.append("")
     return out
@@ -69,9 +62,9 @@ def render(report: ReportInput) -> str:
     results = report.results.results
     run = report.results.run
     tally = counts(results)
-    out = [f"# {_cell(report.title)}", ""]
+    out = [f"# {md_cell(report.title)}", ""]
     out.append(
-        f"Run `{run.id}` · profile `{_cell(run.profile)}` · started {run.started_at} · "
+        f"Run `{run.id}` · profile `{md_cell(run.profile)}` · started {run.started_at} · "
         f"commsaudit {run.tool_version}"
     )
     out.append("")
@@ -101,15 +94,15 @@ def render(report: ReportInput) -> str:
     for result in findings:
         policy = report.policy(result)
         out.append(
-            f"### {STATUS_LABELS[result.status]}: `{result.control}` — {_cell(result.subject)}"
+            f"### {STATUS_LABELS[result.status]}: `{result.control}` — {md_cell(result.subject)}"
         )
         out.append("")
         out.append(
-            f"**{_cell(result.title)}** · severity {result.severity} · "
+            f"**{md_cell(result.title)}** · severity {result.severity} · "
             f"{result.responsibility} responsibility · {', '.join(result.citations)}"
         )
         out.append("")
-        out.append(_cell(result.reason))
+        out.append(md_cell(result.reason))
         out.append("")
         if result.evidence:
             out.append("Evidence:")
@@ -120,9 +113,11 @@ def render(report: ReportInput) -> str:
                 )
             out.append("")
         if result.status in ("fail", "waived") and policy is not None:
-            out.append(f"Remediation: {_cell(policy.remediation_summary)}")
+            out.append(f"Remediation: {md_cell(policy.remediation_summary)}")
             out.append("")
-            out.extend(f"{i}. {_cell(step)}" for i, step in enumerate(policy.remediation_steps, 1))
+            out.extend(
+                f"{i}. {md_cell(step)}" for i, step in enumerate(policy.remediation_steps, 1)
+            )
             out.append("")
             for reference in policy.remediation_references:
                 out.append(f"Reference: <{reference}>")
@@ -137,13 +132,13 @@ def render(report: ReportInput) -> str:
         out.append("|---|---|---|---|---|")
         for r in sorted(group, key=lambda r: (r.control, r.subject)):
             out.append(
-                f"| {STATUS_LABELS[r.status]} | `{r.control}` | {_cell(r.subject)} | "
+                f"| {STATUS_LABELS[r.status]} | `{r.control}` | {md_cell(r.subject)} | "
                 f"{r.severity} | {', '.join(r.citations)} |"
             )
         out.append("")
     if run.warnings:
         out.append("## Warnings")
         out.append("")
-        out.extend(f"- {_cell(w)}" for w in run.warnings)
+        out.extend(f"- {md_cell(w)}" for w in run.warnings)
         out.append("")
     return "\n".join(out)

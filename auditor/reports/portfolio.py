@@ -16,7 +16,7 @@ import jinja2
 
 from auditor.errors import InputError
 from auditor.evidence.verify import verify_bundle
-from auditor.reports.common import STATUS_LABELS
+from auditor.reports.common import STATUS_LABELS, md_cell
 from auditor.results import SEVERITIES, STATUSES, Result, Results
 
 _NAMES = ("organisations", "tenants", "accounts", "domains", "stacks")
@@ -107,7 +107,7 @@ def render_markdown(entries: list[Entry]) -> str:
     out.append("|---|---|---|" + "---:|" * len(STATUSES))
     for e in entries:
         out.append(
-            f"| `{e.bundle}` | {_cell(e.names)} | {e.started_at} | "
+            f"| `{e.bundle}` | {md_cell(e.names)} | {e.started_at} | "
             + " | ".join(str(e.counts[s]) for s in STATUSES)
             + " |"
         )
@@ -124,11 +124,7 @@ def render_markdown(entries: list[Entry]) -> str:
         for result, entry in context["failures"]:
             out.append(
                 f"| {STATUS_LABELS[result.status]} | {result.severity} | `{result.control}` | "
-                f"{_cell(result.subject)} | `{entry.bundle}` |"
+                f"{md_cell(result.subject)} | `{entry.bundle}` |"
             )
     out.append("")
     return "\n".join(out)
-
-
-def _cell(text: str) -> str:
-    return " ".join(text.replace("|", "\\|").replace("<", "&lt;").split())

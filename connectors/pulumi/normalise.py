@@ -100,8 +100,6 @@ class Declared:
 
     account: dict[str, Any] = field(default_factory=dict)
     regions: dict[str, dict[str, Any]] = field(default_factory=lambda: defaultdict(dict))
-    # The URNs (or names) each section was built from, for the evidence.
-    origins: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
 
 
 def _number(value: Any) -> int | None:
@@ -111,6 +109,13 @@ def _number(value: Any) -> int | None:
 
 def _ref(resource: DeclaredResource) -> str:
     return resource.urn or f"{resource.type}::{resource.name}"
+
+
+def _encryption(default: dict[str, Any]) -> dict[str, Any] | None:
+    """A bucket's default encryption from `applyServerSideEncryptionByDefault` (None: none)."""
+    if not default:
+        return None
+    return {"algorithm": default.get("sseAlgorithm"), "kms_key": default.get("kmsMasterKeyId")}
 
 
 def _bucket_name(value: Any, by_id: dict[str, str]) -> str | None:
@@ -124,14 +129,10 @@ def normalise(resources: Iterable[DeclaredResource]) -> Declared:
     for resource in resources:
         by_type[resource.type].append(resource)
     declared = Declared()
-
-    def note(section: str, region: str, resource: DeclaredResource) -> None:
-        declared.origins[(section, region)].append(_ref(resource))
-
-    _s3(by_type, declared, note)
-    _account(by_type, declared, note)
-    _ses(by_type, declared, note)
-    _regional(by_type, declared, note)
+    _s3(by_type, declared)
+    _account(by_type, declared)
+    _ses(by_type, declared)
+    _regional(by_type, declared)
     return declared
 
 
@@ -139,7 +140,7 @@ def _of(by_type: dict[str, list[DeclaredResource]], *types: str) -> list[Declare
     return [r for t in types for r in by_type.get(t, [])]
 
 
-def _s3(by_type: dict[str, list[DeclaredResource]], declared: Declared, note: Any) -> None:
+def _s3(by_type: dict[str, list[DeclaredResource]], declared: Declared) -> None:
     buckets = _of(by_type, *BUCKET)
     if not buckets:
         return
@@ -153,12 +154,7 @@ def _s3(by_type: dict[str, list[DeclaredResource]], declared: Declared, note: An
             "name": name,
             "in_scope": True,
             "region": resource.region,
-            "encryption": {
-                "algorithm": default.get("sseAlgorithm"),
-                "kms_key": default.get("kmsMasterKeyId"),
-            }
-            if default
-            else None,
+            "encryption": _encryption(default),
             "public_access_block": None,
             "versioning": "Enabled"
             if (resource.inputs.get("versioning") or {}).get("enabled")
@@ -172,7 +168,6 @@ def _s3(by_type: dict[str, list[DeclaredResource]], declared: Declared, note: An
             "declared": True,
             "resource": _ref(resource),
         }
-        note("aws.s3.buckets", "", resource)
 
     def target(resource: DeclaredResource) -> dict[str, Any] | None:
         name = _bucket_name(resource.inputs.get("bucket"), ids)
@@ -182,34 +177,27 @@ def _s3(by_type: dict[str, list[DeclaredResource]], declared: Declared, note: An
         if (item := target(resource)) is not None:
             rules = resource.inputs.get("rules") or [resource.inputs.get("rule") or {}]
             default = (rules[0] if rules else {}).get("applyServerSideEncryptionByDefault") or {}
-            item["encryption"] = {
-                "algorithm": default.get("sseAlgorithm"),
-                "kms_key": default.get("kmsMasterKeyId"),
-            }
-            note("aws.s3.buckets", "", resource)
+            item["encryption"] = _encryption(default)
     for resource in _of(by_type, *VERSIONING):
         if (item := target(resource)) is not None:
             status = (resource.inputs.get("versioningConfiguration") or {}).get("status")
             item["versioning"] = status or "Disabled"
-            note("aws.s3.buckets", "", resource)
     for resource in _of(by_type, BUCKET_PAB):
         if (item := target(resource)) is not None:
             item["public_access_block"] = {
                 key: bool(resource.inputs.get(key[0].lower() + key[1:]))
                 for key in PUBLIC_ACCESS_KEYS
             }
-            note("aws.s3.buckets", "", resource)
     for resource in _of(by_type, OBJECT_LOCK):
         if (item := target(resource)) is not None:
             item["object_lock"] = True
-            note("aws.s3.buckets", "", resource)
     declared.account["aws.s3.buckets"] = {
         "scope": {"rule": "all"},
         "buckets": sorted(items.values(), key=lambda b: b["name"]),
     }
 
 
-def _account(by_type: dict[str, list[DeclaredResource]], declared: Declared, note: Any) -> None:
+def _account(by_type: dict[str, list[DeclaredResource]], declared: Declared) -> None:
     for resource in _of(by_type, ACCOUNT_PAB):
         declared.account["aws.s3.account_public_access_block"] = {
             "configured": True,
@@ -220,7 +208,6 @@ def _account(by_type: dict[str, list[DeclaredResource]], declared: Declared, not
             "declared": True,
             "resource": _ref(resource),
         }
-        note("aws.s3.account_public_access_block", "", resource)
     for resource in _of(by_type, PASSWORD_POLICY):
         declared.account["aws.iam.password_policy"] = {
             "exists": True,
@@ -230,7 +217,6 @@ def _account(by_type: dict[str, list[DeclaredResource]], declared: Declared, not
             "declared": True,
             "resource": _ref(resource),
         }
-        note("aws.iam.password_policy", "", resource)
     trails = _of(by_type, TRAIL)
     if trails:
         declared.account["aws.cloudtrail.trails"] = {
@@ -253,11 +239,9 @@ def _account(by_type: dict[str, list[DeclaredResource]], declared: Declared, not
                 for r in trails
             ]
         }
-        for resource in trails:
-            note("aws.cloudtrail.trails", "", resource)
 
 
-def _ses(by_type: dict[str, list[DeclaredResource]], declared: Declared, note: Any) -> None:
+def _ses(by_type: dict[str, list[DeclaredResource]], declared: Declared) -> None:
     sets: dict[tuple[str, str], dict[str, Any]] = {}
     for r in _of(by_type, SES_SET):
         name = str(r.value("configurationSetName") or r.name)
@@ -269,7 +253,6 @@ def _ses(by_type: dict[str, list[DeclaredResource]], declared: Declared, note: A
             "declared": True,
             "resource": _ref(r),
         }
-        note("aws.ses.configuration_sets", r.region, r)
     destinations: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in _of(by_type, SES_DESTINATION):
         target = str(r.inputs.get("configurationSetName"))
@@ -281,7 +264,6 @@ def _ses(by_type: dict[str, list[DeclaredResource]], declared: Declared, note: A
                 "events": sorted(destination.get("matchingEventTypes") or []),
             }
         )
-        note("aws.ses.event_destinations", r.region, r)
     identities: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in _of(by_type, SES_IDENTITY):
         identity = str(r.value("emailIdentity") or r.name)
@@ -307,7 +289,6 @@ def _ses(by_type: dict[str, list[DeclaredResource]], declared: Declared, note: A
                 "resource": _ref(r),
             }
         )
-        note("aws.ses.identities", r.region, r)
     regions = {region for region, _ in sets} | set(identities)
     for region in regions:
         names = sorted(name for (where, name) in sets if where == region)
@@ -330,7 +311,7 @@ def _ses(by_type: dict[str, list[DeclaredResource]], declared: Declared, note: A
         }
 
 
-def _regional(by_type: dict[str, list[DeclaredResource]], declared: Declared, note: Any) -> None:
+def _regional(by_type: dict[str, list[DeclaredResource]], declared: Declared) -> None:
     keys: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in _of(by_type, KEY):
         keys[r.region].append(
@@ -345,7 +326,6 @@ def _regional(by_type: dict[str, list[DeclaredResource]], declared: Declared, no
                 "resource": _ref(r),
             }
         )
-        note("aws.kms.keys", r.region, r)
     topics: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in _of(by_type, TOPIC):
         topics[r.region].append(
@@ -357,7 +337,6 @@ def _regional(by_type: dict[str, list[DeclaredResource]], declared: Declared, no
                 "resource": _ref(r),
             }
         )
-        note("aws.sns.topics", r.region, r)
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in _of(by_type, LOG_GROUP):
         groups[r.region].append(
@@ -371,7 +350,6 @@ def _regional(by_type: dict[str, list[DeclaredResource]], declared: Declared, no
                 "resource": _ref(r),
             }
         )
-        note("aws.logs.log_groups", r.region, r)
     for region, items in keys.items():
         declared.regions[region]["aws.kms.keys"] = {"region": region, "keys": items}
     for region, items in topics.items():
