@@ -205,7 +205,12 @@ def _parser() -> argparse.ArgumentParser:
     m365.add_argument(
         "--port", type=int, default=0, help="first of five consecutive ports (default: any free)"
     )
-    m365.add_argument("--latency-ms", type=int, default=0, help="delay every answer")
+    m365.add_argument(
+        "--latency-ms",
+        type=int,
+        default=0,
+        help="every answer takes at least N ms from its request, the sandbox's own work included",
+    )
     m365.add_argument("--page-size", type=int, default=100, help="items per page of a collection")
     m365.add_argument(
         "--throttle-every", type=int, default=0, metavar="N", help="answer every Nth request 429"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -18,7 +19,13 @@ import pytest
 
 from connectors.base import CollectContext, Section
 from connectors.m365.connector import M365Connector
-from connectors.m365.http import GuardedTransport, Limits, ReadOnlyViolation
+from connectors.m365.http import (
+    GuardedTransport,
+    Limits,
+    ReadOnlyViolation,
+    make_clients,
+    on_request_sent,
+)
 from connectors.m365.sandbox.server import SECRET_ENV, Faults, Sandbox
 
 from conftest import DemoRun
@@ -194,7 +201,7 @@ def test_the_transport_refuses_anything_but_reads() -> None:
             raise AssertionError(f"{request.method} {request.url} was sent")
 
     async def send(request: httpx.Request) -> None:
-        await GuardedTransport(Nowhere(), Limits()).handle_async_request(request)
+        await GuardedTransport(Nowhere, Limits()).handle_async_request(request)
 
     writes = [
         httpx.Request(
@@ -215,6 +222,64 @@ def test_the_transport_refuses_anything_but_reads() -> None:
     for request in writes:
         with pytest.raises(ReadOnlyViolation):
             asyncio.run(send(request))
+
+
+def _trust(sandbox: Sandbox) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=sandbox.files["ca"])
+
+
+def _graph_token(sandbox: Sandbox) -> str:
+    answer = httpx.post(
+        f"{sandbox.origin('login')}/{sandbox.tenant.tenant_id}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": sandbox.client_id,
+            "client_secret": sandbox.client_secret,
+            "scope": "https://graph.microsoft.com/.default",
+        },
+        verify=_trust(sandbox),
+    )
+    token = answer.json()["access_token"]
+    assert isinstance(token, str)
+    return token
+
+
+def test_large_answers_travel_gzipped_to_a_client_that_accepts_it() -> None:
+    with Sandbox(TENANTS / "fabrikam-clinic", page_size=100) as sandbox:
+        url = f"{sandbox.origin('graph')}/v1.0/users"
+        headers = {"Authorization": f"Bearer {_graph_token(sandbox)}"}
+        with httpx.Client(verify=_trust(sandbox)) as client:
+            plain = client.get(url, headers={**headers, "Accept-Encoding": "identity"})
+            packed = client.get(url, headers={**headers, "Accept-Encoding": "gzip"})
+    assert "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip"
+    assert int(packed.headers["content-length"]) < len(plain.content)
+    assert packed.json() == plain.json() and len(plain.json()["value"]) == 64
+
+
+def test_latency_is_the_whole_time_an_answer_takes() -> None:
+    with Sandbox(TENANTS / "fabrikam-clinic", faults=Faults(latency_ms=300)) as sandbox:
+        started = time.monotonic()
+        httpx.get(f"{sandbox.origin('graph')}/v1.0/organization", verify=_trust(sandbox))
+        assert time.monotonic() - started >= 0.3
+
+
+def test_the_transport_says_when_a_request_is_on_the_wire() -> None:
+    """What lets the Graph reader ask for the next page before it reads this one."""
+    with Sandbox(TENANTS / "fabrikam-clinic", faults=Faults(latency_ms=200)) as sandbox:
+        events: list[str] = []
+
+        async def run() -> None:
+            transport, graph_http, _ = make_clients(Limits(), str(sandbox.files["ca"]))
+            try:
+                on_request_sent.set(lambda: events.append("sent"))
+                await graph_http.get(f"{sandbox.origin('graph')}/v1.0/organization")
+                events.append("answered")
+            finally:
+                await transport.aclose()
+
+        asyncio.run(run())
+    assert events == ["sent", "answered"]
 
 
 def test_the_connector_sends_no_write(fabrikam: Sandbox) -> None:

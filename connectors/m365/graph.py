@@ -29,6 +29,7 @@ from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from connectors.m365.fetched import Fetched
+from connectors.m365.http import on_request_sent
 from connectors.m365.permissions import graph_permission
 
 BATCH_SIZE = 20
@@ -111,12 +112,28 @@ class GraphReader:
         self.client = GraphServiceClient(request_adapter=self.adapter)
         self._now = now
 
-    async def _get_bytes(self, url: str) -> bytes:
+    async def _get_bytes(self, url: str, sent: Callable[[], None] | None = None) -> bytes:
+        if sent is not None:
+            on_request_sent.set(sent)  # in this task's own context: only its request
         info = RequestInformation(Method.GET)
         info.url = url
         info.headers.try_add("Accept", "application/json")
         body = await self.adapter.send_primitive_async(info, "bytes", _ERRORS)
         return body or b""
+
+    async def _ask_for(self, url: str) -> asyncio.Future[bytes]:
+        """Start reading `url`; return once its request is on the wire (or it has ended)."""
+        sent = asyncio.Event()
+        page = asyncio.ensure_future(self._get_bytes(url, sent.set))
+        waiting = asyncio.ensure_future(sent.wait())
+        try:
+            await asyncio.wait((page, waiting), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            page.cancel()
+            raise
+        finally:
+            waiting.cancel()
+        return page
 
     def _failed(self, recorded: str, exc: BaseException) -> Fetched:
         status, text = _error_text(exc)
@@ -144,10 +161,10 @@ class GraphReader:
         try:
             while pending is not None:
                 raw = await pending
-                # Graph sends the next link ahead of the items: ask for the next page now and
-                # read this one while it travels.
+                # Graph sends the next link ahead of the items: put the request for the next
+                # page on the wire, then read this one while the answer travels.
                 early = _early_next_link(raw)
-                pending = asyncio.ensure_future(self._get_bytes(early)) if early else None
+                pending = await self._ask_for(early) if early else None
                 page = json.loads(raw)
                 pages += 1
                 if not isinstance(page, dict):

@@ -9,6 +9,7 @@ connections (honouring Retry-After), a timeout per request, and a budget of requ
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import json
 import random
@@ -16,10 +17,16 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
 RETRY_STATUSES = (429, 503, 504)
+
+# Set inside a task to be told when its request has been written out (see `_tell_when_sent`).
+on_request_sent: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "on_request_sent", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -80,13 +87,18 @@ class Stats:
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
+    """`open_pool` makes the connection pool of one host. Each host gets its own: httpcore
+    rescans every connection of a pool on each request, so one shared pool for five hosts
+    spends its time on bookkeeping once a run keeps a few dozen connections open."""
+
     def __init__(
         self,
-        inner: httpx.AsyncBaseTransport,
+        open_pool: Callable[[], httpx.AsyncBaseTransport],
         limits: Limits,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.inner = inner
+        self._open_pool = open_pool
+        self._pools: dict[str, httpx.AsyncBaseTransport] = {}
         self.limits = limits
         self.stats = Stats()
         self._sleep = sleep
@@ -105,14 +117,20 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         problem = read_only_problem(request)
         if problem is not None:
             raise ReadOnlyViolation(f"refused to send a request that is not a read: {problem}")
+        sent = on_request_sent.get()
+        if sent is not None:
+            _tell_when_sent(request, sent)
         host = request.url.netloc.decode()
         slot = self._slots.setdefault(host, asyncio.Semaphore(self.limits.per_host))
+        pool = self._pools.get(host)
+        if pool is None:
+            pool = self._pools[host] = self._open_pool()
         attempt = 0
         while True:
             self._spend(host)
             try:
                 async with slot:
-                    response = await self.inner.handle_async_request(request)
+                    response = await pool.handle_async_request(request)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError):
                 if attempt >= self.limits.retries:
                     raise
@@ -137,7 +155,23 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         return float(min(self.limits.max_backoff_seconds, base * jitter))
 
     async def aclose(self) -> None:
-        await self.inner.aclose()
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose()
+
+
+def _tell_when_sent(request: httpx.Request, sent: Callable[[], None]) -> None:
+    """Call `sent` once the request is written to its connection, through httpcore's `trace`
+    extension (its documented hook into each step of an exchange)."""
+    inner = request.extensions.get("trace")
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if inner is not None:
+            await inner(event, info)
+        if event == "http11.send_request_body.complete":
+            sent()
+
+    request.extensions = {**request.extensions, "trace": trace}
 
 
 def make_clients(
@@ -147,14 +181,16 @@ def make_clients(
     context = (
         ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
     )
-    inner = httpx.AsyncHTTPTransport(
-        verify=context,
-        limits=httpx.Limits(
-            max_connections=limits.per_host * 8, max_keepalive_connections=limits.per_host * 4
-        ),
-        retries=0,
-    )
-    transport = GuardedTransport(inner, limits)
+
+    def open_pool() -> httpx.AsyncBaseTransport:
+        # The per-host semaphore caps requests waiting for their answer; bodies are read after
+        # it is released, so the pool has room for as many again.
+        cap = httpx.Limits(
+            max_connections=limits.per_host * 2, max_keepalive_connections=limits.per_host
+        )
+        return httpx.AsyncHTTPTransport(verify=context, limits=cap, retries=0)
+
+    transport = GuardedTransport(open_pool, limits)
     timeout = httpx.Timeout(limits.timeout_seconds)
     graph = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
     admin = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)

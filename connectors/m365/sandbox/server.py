@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fnmatch
+import gzip
 import json
 import secrets
 import socket
@@ -146,6 +147,10 @@ class RecordedTenant:
                     self.items(recorded)
 
 
+# Answers larger than this are gzipped for a client that accepts it.
+_COMPRESS_FROM = 4096
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -197,12 +202,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         sandbox = self.server.sandbox
+        started = time.monotonic()
         body = self._body()
         try:
             answer, recorded = sandbox.answer(
                 self.server, method, self.path, dict(self.headers), body
             )
         except _Drop:
+            sandbox.wait_out(started)
             sandbox.record(Logged(self.server.role, method, self.path, None, 0, "dropped"))
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -213,8 +220,13 @@ class _Handler(BaseHTTPRequestHandler):
             if answer.raw is not None
             else (json.dumps(answer.body).encode() if answer.body is not None else b"")
         )
-        self.send_response(answer.status)
         headers = {"Content-Type": "application/json; charset=utf-8", **answer.headers}
+        if len(payload) > _COMPRESS_FROM and "gzip" in self.headers.get("Accept-Encoding", ""):
+            # As Graph and the admin API do: a large page travels compressed.
+            payload = gzip.compress(payload, compresslevel=1, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        sandbox.wait_out(started)
+        self.send_response(answer.status)
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
@@ -353,11 +365,16 @@ class Sandbox:
         ]
 
     # -- answering ------------------------------------------------------------------------
+    def wait_out(self, started: float) -> None:
+        """Hold an answer until `latency_ms` has passed since its request arrived: the
+        latency is the service's response time, the sandbox's own work included."""
+        left = self.faults.latency_ms / 1000 - (time.monotonic() - started)
+        if left > 0:
+            time.sleep(left)
+
     def answer(
         self, server: _Server, method: str, raw_path: str, headers: dict[str, str], body: bytes
     ) -> tuple[_Answer, str | None]:
-        if self.faults.latency_ms:
-            time.sleep(self.faults.latency_ms / 1000)
         path, query = _query(raw_path)
         if server.role == "login":
             return self._login(server, method, path, body), None
@@ -752,8 +769,11 @@ class Sandbox:
         }
         raw = _envelope(envelope, self.tenant.items(recorded)[start : start + size])
         if start + size < len(data):
-            # The admin API puts the next link after the items.
-            link = json.dumps(f"{server.origin}{path}?$skiptoken={start + size}")
+            # The admin API puts the next link after the items; it keeps the query.
+            params = {k: v for k, v in query.items() if k != "$skiptoken"}
+            params["$skiptoken"] = str(start + size)
+            query_text = urllib.parse.urlencode(params, safe="$,")
+            link = json.dumps(f"{server.origin}{path}?{query_text}")
             raw = raw[:-1] + b',"@odata.nextLink":' + link.encode() + b"}"
         return _Answer(200, None, raw=raw), recorded
 
