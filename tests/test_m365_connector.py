@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import shutil
 import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import httpx
 import pytest
 
 from connectors.base import CollectContext, Section
-from connectors.m365.connector import M365Connector
+from connectors.m365.connector import MAILBOX_FIELDS, M365Connector
 from connectors.m365.http import (
     GuardedTransport,
     Limits,
@@ -96,6 +98,35 @@ def test_pages_beyond_the_first_are_followed(fabrikam: Sandbox) -> None:
     mailboxes = json.loads(next(r.body for r in ctx.raw if r.path == "m365/exo/Get-Mailbox.json"))
     assert len(mailboxes) == 63 and len(fabrikam.requests_for("exo/Get-Mailbox")) == 7
     assert len(_sections(ctx)["m365.exo.mailboxes"].data) == 63
+
+
+def test_mailboxes_are_read_with_their_audit_fields_only(tmp_path: Path) -> None:
+    tenant = tmp_path / "fabrikam-clinic"
+    shutil.copytree(TENANTS / "fabrikam-clinic", tenant)
+    recorded = tenant / "exo" / "Get-Mailbox.json"
+    mailboxes = json.loads(recorded.read_text())
+    for mailbox in mailboxes:
+        mailbox["ForwardingSmtpAddress"] = "smtp:someone@example.org"
+    recorded.write_text(json.dumps(mailboxes))
+    with Sandbox(tenant, page_size=10) as sandbox:
+        ctx, _ = _collect(sandbox)
+        asked = [urllib.parse.unquote(e.path) for e in sandbox.requests_for("exo/Get-Mailbox")]
+    assert len(asked) == 7  # every page, the next links included, keeps the $select
+    assert all(f"$select={','.join(MAILBOX_FIELDS)}" in url for url in asked), asked
+    kept = next(r for r in ctx.raw if r.path == "m365/exo/Get-Mailbox.json")
+    assert "$select=Identity," in kept.request["url"]
+    read = json.loads(kept.body)
+    assert len(read) == 63
+    assert all(
+        "ForwardingSmtpAddress" not in m and m["AuditEnabled"] in (True, False) for m in read
+    )
+    assert {k.split("@")[0] for m in read for k in m} <= set(MAILBOX_FIELDS)
+
+    with Sandbox(tenant, page_size=100) as sandbox:
+        ctx, _ = _collect(sandbox, mailbox_properties=["ForwardingSmtpAddress"])
+    mailboxes = _sections(ctx)["m365.exo.mailboxes"].data
+    assert mailboxes[0]["ForwardingSmtpAddress"] == "smtp:someone@example.org"
+    assert "AuditEnabled" in mailboxes[0]
 
 
 def test_policies_page_too() -> None:

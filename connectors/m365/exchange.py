@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -81,10 +81,18 @@ class AdminApi:
             )
         return Fetched(recorded, status, None, self._now(), reason)
 
-    async def invoke(self, cmdlet: str, parameters: dict[str, Any] | None = None) -> Fetched:
+    def endpoint(self, select: Sequence[str] = ()) -> str:
+        url = f"{self.region or self.base}/adminapi/beta/{self.tenant_id}/InvokeCommand"
+        return f"{url}?$select={','.join(select)}" if select else url
+
+    async def invoke(
+        self, cmdlet: str, parameters: dict[str, Any] | None = None, select: Sequence[str] = ()
+    ) -> Fetched:
+        """Run a Get- cmdlet and read every page. `select` names the properties to return
+        (`$select`, as the module's REST cmdlets ask); all of them when empty."""
         recorded = f"{self.kind}/{cmdlet}"
         body = json.dumps({"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters or {}}})
-        url: str | None = f"{self.region or self.base}/adminapi/beta/{self.tenant_id}/InvokeCommand"
+        url: str | None = self.endpoint(select)
         items: list[Any] = []
         redirects = 0
         try:

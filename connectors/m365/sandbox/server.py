@@ -767,7 +767,12 @@ class Sandbox:
             "adminapi.warnings@odata.type": "#Collection(String)",
             "@adminapi.warnings": [],
         }
-        raw = _envelope(envelope, self.tenant.items(recorded)[start : start + size])
+        select = [name for name in query.get("$select", "").split(",") if name]
+        if select:
+            items = [json.dumps(_selected(item, select)) for item in data[start : start + size]]
+        else:
+            items = self.tenant.items(recorded)[start : start + size]
+        raw = _envelope(envelope, items)
         if start + size < len(data):
             # The admin API puts the next link after the items; it keeps the query.
             params = {k: v for k, v in query.items() if k != "$skiptoken"}
@@ -776,6 +781,15 @@ class Sandbox:
             link = json.dumps(f"{server.origin}{path}?{query_text}")
             raw = raw[:-1] + b',"@odata.nextLink":' + link.encode() + b"}"
         return _Answer(200, None, raw=raw), recorded
+
+
+def _selected(item: Any, names: list[str]) -> Any:
+    """`item` with only the properties `$select` names (and their `@` annotations); names are
+    matched without regard to case, as PowerShell does."""
+    if not isinstance(item, dict):
+        return item
+    wanted = {name.lower() for name in names}
+    return {k: v for k, v in item.items() if k.split("@", 1)[0].lower() in wanted}
 
 
 def _envelope(fields: dict[str, Any], items: list[str]) -> bytes:
