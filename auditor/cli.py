@@ -524,7 +524,8 @@ def _cmd_policies(args: argparse.Namespace, console: Console) -> int:
         loaded, problems = read_policy_files(args.dirs or [policies_dir()])
         count = len(loaded)
         failures = 0
-        out = Console(highlight=False)
+        # One problem a line, never folded: people grep these and CI logs keep long lines.
+        out = Console(highlight=False, soft_wrap=True)
         if args.policies_command == "test":
             for path, policy in loaded:
                 for outcome in run_examples(policy):
