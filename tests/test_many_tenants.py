@@ -106,3 +106,34 @@ def test_a_run_past_its_deadline_still_writes_a_signed_bundle(tmp_path: Path) ->
     (bundle,) = (tmp_path / "out").glob("*.zip")
     verified = run_cli("verify", bundle, "--key", key.with_suffix(".pub.pem"), cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_record_writes_every_tenant_of_the_run(tmp_path: Path) -> None:
+    """`commsaudit record` with [[m365]] twice: both tenants are written out, and each table's
+    break-glass accounts are renamed with that tenant's own pseudonyms."""
+    with (
+        Sandbox(TENANTS / "fabrikam-clinic") as fabrikam,
+        Sandbox(TENANTS / "contoso-health") as contoso,
+    ):
+        glass = 'break_glass_accounts = ["breakglass01@contoso-health.onmicrosoft.com"]\n'
+        config = fabrikam.config_toml("certificate").replace("[m365]", "[[m365]]", 1)
+        config += contoso.config_toml("certificate").replace("[m365]", "[[m365]]", 1) + glass
+        (tmp_path / "commsaudit.toml").write_text(
+            config + '[policies]\ncontrols = ["m365.*"]\n[evidence]\nout = "out"\n'
+        )
+        proc = run_cli("record", "--tenants", "recorded", "--pseudonymise", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    recorded = tmp_path / "recorded"
+    assert sorted(p.name for p in recorded.iterdir()) == [
+        "contoso-health.onmicrosoft.com",
+        "fabrikamclinic.onmicrosoft.com",
+    ]
+    for tenant in recorded.iterdir():
+        assert (tenant / "tenant.json").is_file()
+        assert (tenant / "exo" / "Get-Mailbox.json").is_file()
+    contoso_users = recorded / "contoso-health.onmicrosoft.com" / "graph/v1.0/users.json"
+    assert "breakglass01@" not in contoso_users.read_text()
+    # The renamed break-glass account is printed, and it is one of contoso's users.
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("break_glass_accounts"))
+    renamed = line.split("'")[1]
+    assert renamed in contoso_users.read_text()
