@@ -46,7 +46,6 @@ from auditor.snapshot import read_snapshot
 from auditor.timeutil import utcnow
 from connectors.aws.connector import iam_policy
 from connectors.dns.sandbox.world import WorldError, serve_world
-from connectors.m365.permissions import SETUP_STEPS
 from connectors.m365.pseudonymise import pseudonymise_tenant
 from connectors.m365.sandbox.server import Faults, Sandbox
 from connectors.registry import CONNECTORS
@@ -668,7 +667,10 @@ def _cmd_permissions(args: argparse.Namespace, console: Console) -> int:
         }
         for name, c in CONNECTORS.items()
     }
+    from auditor.scaffold import m365_grant_steps
+
     data["aws"]["iam_policy"] = iam_policy()
+    data["m365"]["grant_steps"] = m365_grant_steps()
     if args.format == "json":
         sys.stdout.write(dumps_pretty(data))
         return 0
@@ -677,7 +679,7 @@ def _cmd_permissions(args: argparse.Namespace, console: Console) -> int:
         for perm in entry["permissions"]:
             print(f"  - {perm['name']}: {perm['why']}")
         if name == "m365":
-            print(SETUP_STEPS)
+            print(textwrap.indent(entry["grant_steps"], "  "))
         if name == "aws":
             print("  As an IAM policy (attach it to the role or user the audit uses):")
             print(textwrap.indent(dumps_pretty(entry["iam_policy"]).rstrip(), "    "))

@@ -423,39 +423,26 @@ def _quoted_json(value: Any) -> list[str]:
     return lines
 
 
-def _m365_steps(tenant: str, repository: str) -> list[str]:
-    credential = {
-        "name": "github-" + repository.replace("/", "-") + "-main",
-        "issuer": GITHUB_OIDC_ISSUER,
-        "subject": federated_subject(repository),
-        "audiences": [ENTRA_AUDIENCE],
-        "description": "commsaudit scheduled audit from GitHub Actions",
-    }
+def _app_lines() -> list[str]:
+    return [
+        "# The app registration and its service principal.",
+        f"APP_ID=$(az ad app create --display-name {APP_NAME} \\",
+        "  --sign-in-audience AzureADMyOrg --query appId -o tsv)",
+        'SP_ID=$(az ad sp create --id "$APP_ID" --query id -o tsv)',
+        'echo "In commsaudit.toml [m365], set client_id = \\"$APP_ID\\""',
+    ]
+
+
+def _grant_lines() -> list[str]:
+    """The read-only permissions, their consent and the reader role, for the app in $APP_ID
+    and its service principal in $SP_ID."""
     # The service principal's id is only known when the steps run: close the quotes around it.
     role_assignment = (
         '{"principalId": "\'"$SP_ID"\'", "roleDefinitionId": "'
         + GLOBAL_READER_ROLE_ID
         + '", "directoryScopeId": "/"}'
     )
-    lines = [
-        "# Run in bash with the Azure CLI, as a Global Administrator (or a Privileged Role",
-        "# Administrator): an Entra app that signs in with GitHub's OIDC token and only reads.",
-        f"az login --tenant {tenant} --allow-no-subscriptions",
-        "",
-        "# The app registration and its service principal.",
-        f"APP_ID=$(az ad app create --display-name {APP_NAME} \\",
-        "  --sign-in-audience AzureADMyOrg --query appId -o tsv)",
-        'SP_ID=$(az ad sp create --id "$APP_ID" --query id -o tsv)',
-        'echo "In commsaudit.toml [m365], set client_id = \\"$APP_ID\\""',
-        "",
-        "# Trust GitHub Actions' OIDC tokens from this repository's main branch: no secret.",
-        "# (A job that uses `environment:` presents repo:OWNER/REPO:environment:NAME instead.)",
-        'az ad app federated-credential create --id "$APP_ID" --parameters ',
-    ]
-    lines[-1] += _quoted_json(credential)[0]
-    lines += _quoted_json(credential)[1:]
-    lines += [
-        "",
+    return [
         "# Microsoft Graph application permissions, read only.",
         f"GRAPH={GRAPH_APP_ID}",
         "for permission in \\",
@@ -485,7 +472,51 @@ def _m365_steps(tenant: str, repository: str) -> list[str]:
         "  --headers Content-Type=application/json \\",
         f"  --body '{role_assignment}'",
     ]
-    return lines
+
+
+def _m365_steps(tenant: str, repository: str) -> list[str]:
+    credential = {
+        "name": "github-" + repository.replace("/", "-") + "-main",
+        "issuer": GITHUB_OIDC_ISSUER,
+        "subject": federated_subject(repository),
+        "audiences": [ENTRA_AUDIENCE],
+        "description": "commsaudit scheduled audit from GitHub Actions",
+    }
+    lines = [
+        "# Run in bash with the Azure CLI, as a Global Administrator (or a Privileged Role",
+        "# Administrator): an Entra app that signs in with GitHub's OIDC token and only reads.",
+        f"az login --tenant {tenant} --allow-no-subscriptions",
+        "",
+        *_app_lines(),
+        "",
+        "# Trust GitHub Actions' OIDC tokens from this repository's main branch: no secret.",
+        "# (A job that uses `environment:` presents repo:OWNER/REPO:environment:NAME instead.)",
+        'az ad app federated-credential create --id "$APP_ID" --parameters ',
+    ]
+    lines[-1] += _quoted_json(credential)[0]
+    lines += _quoted_json(credential)[1:]
+    return [*lines, "", *_grant_lines()]
+
+
+def m365_grant_steps() -> str:
+    """`commsaudit permissions`: the same grants for an app that signs in with a certificate
+    (anywhere), with a pointer to `init` for GitHub Actions' federated credential."""
+    lines = [
+        "Grant them without PowerShell: in bash with the Azure CLI, as a Global Administrator (or",
+        "a Privileged Role Administrator). The Entra admin center works too.",
+        "",
+        "az login --tenant TENANT --allow-no-subscriptions",
+        "",
+        *_app_lines(),
+        "",
+        "# Sign-in: a certificate (preferred; its key stays with you) or, for GitHub Actions, a",
+        "# federated credential with no secret at all (`commsaudit init --tenant TENANT",
+        "# --repository OWNER/REPO` prints that step).",
+        'az ad app credential reset --id "$APP_ID" --cert @commsaudit.crt --append',
+        "",
+        *_grant_lines(),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _aws_steps(aws_account: str, repository: str) -> list[str]:

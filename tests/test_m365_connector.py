@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import shutil
 import ssl
 import subprocess
@@ -448,8 +449,16 @@ def test_permissions_lists_the_least_privilege_setup(tmp_path: Path) -> None:
         "Exchange.ManageAsApp",
         "Global Reader",
         "az ad app permission admin-consent",
+        "az ad app credential reset",
     ):
         assert needle in proc.stdout
+    # Every Graph permission listed is also granted by the steps it prints.
+    listed = re.findall(r"Microsoft Graph application permission (\S+):", proc.stdout)
+    steps = proc.stdout.split("Grant them without PowerShell", 1)[1]
+    assert len(listed) >= 8
+    for permission in listed:
+        assert f"    {permission} \\\n" in steps, permission
+    assert '--api "$EXO" --api-permissions' in steps
 
 
 def _statuses(proc: subprocess.CompletedProcess[str]) -> dict[str, str]:

@@ -61,25 +61,3 @@ def permissions() -> list[Permission]:
         ),
     ]
     return out
-
-
-SETUP_STEPS = """\
-Grant them without PowerShell (Azure CLI shown; the Entra admin center works too):
-  1. az ad app create --display-name commsaudit-reader   (note the appId)
-  2. Upload a certificate (preferred) or create a secret:
-       az ad app credential reset --id APP_ID --cert @commsaudit.crt --append
-  3. Add the Graph application permissions listed above and Exchange.ManageAsApp
-     (resource 00000002-0000-0ff1-ce00-000000000000); `commsaudit init --tenant TENANT
-     --repository OWNER/REPO` prints each `az ad app permission add` command. Then consent:
-       az ad app permission admin-consent --id APP_ID
-  4. Give the app's service principal the Global Reader role:
-       az rest --method POST \\
-         --url https://graph.microsoft.com/v1.0/roleManagement/directory/roleAssignments \\
-         --body '{"principalId": "SP_OBJECT_ID", "directoryScopeId": "/",
-                  "roleDefinitionId": "f2ef992c-3afb-46b9-b7cf-a126ee74c451"}'
-  5. For GitHub Actions, add a federated credential instead of a secret:
-       az ad app federated-credential create --id APP_ID --parameters \\
-         '{"name": "github", "issuer": "https://token.actions.githubusercontent.com",
-           "subject": "repo:ORG/REPO:ref:refs/heads/main",
-           "audiences": ["api://AzureADTokenExchange"]}'
-"""
