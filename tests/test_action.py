@@ -109,27 +109,102 @@ def lookup(context: dict[str, Any], reference: str) -> Any:
     return value
 
 
+def _truthy(value: Any) -> bool:
+    return value not in (None, False, 0, "")
+
+
+class _Evaluator:
+    """A recursive-descent reading of GitHub's grammar, loosest binding first: `||`, `&&`,
+    `==` `!=`, `<` `<=` `>` `>=`, `!`, then literals, references, status functions and
+    parentheses. `||` and `&&` give an operand, not a boolean, as GitHub's do."""
+
+    def __init__(self, expression: str, context: dict[str, Any], failed: bool) -> None:
+        self.items = tokens(expression)
+        self.position = 0
+        self.context = context
+        self.failed = failed
+        self.expression = expression
+
+    def peek(self) -> tuple[str, str]:
+        return self.items[self.position] if self.position < len(self.items) else ("end", "")
+
+    def take(self, *ops: str) -> str | None:
+        kind, value = self.peek()
+        if kind == "op" and value in ops:
+            self.position += 1
+            return value
+        return None
+
+    def run(self) -> Any:
+        value = self.either()
+        if self.peek()[0] != "end":
+            raise ValueError(f"unexpected {self.peek()[1]!r} in {self.expression!r}")
+        return value
+
+    def either(self) -> Any:
+        value = self.both()
+        while self.take("||"):
+            right = self.both()
+            value = value if _truthy(value) else right
+        return value
+
+    def both(self) -> Any:
+        value = self.equality()
+        while self.take("&&"):
+            right = self.equality()
+            value = right if _truthy(value) else value
+        return value
+
+    def equality(self) -> Any:
+        value = self.comparison()
+        while op := self.take("==", "!="):
+            right = self.comparison()
+            value = (value == right) if op == "==" else (value != right)
+        return value
+
+    def comparison(self) -> Any:
+        value = self.unary()
+        while op := self.take("<", "<=", ">", ">="):
+            right = self.unary()
+            value = {
+                "<": value < right,
+                "<=": value <= right,
+                ">": value > right,
+                ">=": value >= right,
+            }[op]
+        return value
+
+    def unary(self) -> Any:
+        if self.take("!"):
+            return not _truthy(self.unary())
+        return self.primary()
+
+    def primary(self) -> Any:
+        kind, value = self.peek()
+        self.position += 1
+        if kind == "str":
+            return value[1:-1].replace("''", "'")
+        if kind == "num":
+            return float(value) if "." in value else int(value)
+        if kind == "lit":
+            return {"true": True, "false": False, "null": None}[value]
+        if kind == "func":
+            return {"always": True, "success": not self.failed, "failure": self.failed}.get(
+                value, False
+            )
+        if kind == "ref":
+            return lookup(self.context, value)
+        if kind == "op" and value == "(":
+            inner = self.either()
+            if not self.take(")"):
+                raise ValueError(f"missing ')' in {self.expression!r}")
+            return inner
+        raise ValueError(f"unexpected {value or 'end'!r} in {self.expression!r}")
+
+
 def evaluate(expression: str, context: dict[str, Any], *, failed: bool = False) -> Any:
     """The subset of GitHub's expression language the action and workflows use."""
-    python: list[str] = []
-    for kind, value in tokens(expression):
-        if kind == "str":
-            python.append(repr(value[1:-1].replace("''", "'")))
-        elif kind == "op":
-            python.append({"&&": " and ", "||": " or ", "!": " not "}.get(value, value))
-        elif kind == "num":
-            python.append(value)
-        elif kind == "lit":
-            python.append({"true": "True", "false": "False", "null": "None"}[value])
-        elif kind == "func":
-            python.append(
-                {"always": "True", "success": str(not failed), "failure": str(failed)}.get(
-                    value, "False"
-                )
-            )
-        else:
-            python.append(repr(lookup(context, value)))
-    return eval(" ".join(python), {"__builtins__": {}})  # noqa: S307 - built from known tokens
+    return _Evaluator(expression, context, failed).run()
 
 
 def as_text(value: Any) -> str:
@@ -518,6 +593,22 @@ def actionlint(paths: list[Path], cwd: Path) -> subprocess.CompletedProcess[str]
         timeout=120,
         check=False,
     )
+
+
+def test_the_expression_checker_reads_the_grammar_as_github_does() -> None:
+    """The checker that runs our `if:` and `${{ }}` lines must itself be right."""
+    context = {"inputs": {"a": "x", "b": ""}}
+    assert evaluate("inputs.b || 'fallback'", context) == "fallback"
+    assert evaluate("inputs.a && inputs.b", context) == ""
+    assert evaluate("inputs.a == 'x' && inputs.b != ''", context) is False
+    assert evaluate("!(inputs.a == 'y') && always()", context) is True
+    assert evaluate("1 < 2 == true", context) is True  # comparison binds tighter
+    assert evaluate("inputs.missing.deeper == ''", context) is True
+    assert evaluate("failure() || success()", context, failed=True) is True
+    assert evaluate("'it''s'", context) == "it's"
+    for broken in ("(inputs.a", "inputs.a ==", "inputs.a inputs.b", "evil.thing"):
+        with pytest.raises(ValueError):
+            evaluate(broken, context)
 
 
 def test_the_action_passes_the_structural_check() -> None:
