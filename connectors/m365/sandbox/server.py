@@ -650,11 +650,7 @@ class Sandbox:
         # before it has read this one.
         page = {k: v for k, v in data.items() if k not in ("value", "@odata.nextLink")}
         if start + size < len(data["value"]):
-            params = {k: v for k, v in query.items() if k != "$skiptoken"}
-            params["$skiptoken"] = str(start + size)
-            page["@odata.nextLink"] = (
-                f"{server.origin}{path}?{urllib.parse.urlencode(params, safe='$,')}"
-            )
+            page["@odata.nextLink"] = _next_link(server, path, query, start + size)
         items = self.tenant.items(recorded)[start : start + size]
         raw = _envelope(page, items)
         page["value"] = data["value"][start : start + size]
@@ -775,12 +771,16 @@ class Sandbox:
         raw = _envelope(envelope, items)
         if start + size < len(data):
             # The admin API puts the next link after the items; it keeps the query.
-            params = {k: v for k, v in query.items() if k != "$skiptoken"}
-            params["$skiptoken"] = str(start + size)
-            query_text = urllib.parse.urlencode(params, safe="$,")
-            link = json.dumps(f"{server.origin}{path}?{query_text}")
+            link = json.dumps(_next_link(server, path, query, start + size))
             raw = raw[:-1] + b',"@odata.nextLink":' + link.encode() + b"}"
         return _Answer(200, None, raw=raw), recorded
+
+
+def _next_link(server: _Server, path: str, query: dict[str, str], skip: int) -> str:
+    """The link to the page after this one: the same query, moved on to `skip`."""
+    params = {k: v for k, v in query.items() if k != "$skiptoken"}
+    params["$skiptoken"] = str(skip)
+    return f"{server.origin}{path}?{urllib.parse.urlencode(params, safe='$,')}"
 
 
 def _selected(item: Any, names: list[str]) -> Any:
