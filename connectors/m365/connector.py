@@ -245,7 +245,10 @@ class M365Connector(Connector):
         )
         try:
             ctx.progress(f"signing in ({method})")
-            await tokens.token(cloud.graph_scope)
+            signing_in = asyncio.ensure_future(tokens.token(cloud.graph_scope))
+            await asyncio.sleep(0)  # the sign-in starts in its worker thread...
+            transport.open_pool(endpoints.graph)  # ...while Graph's connection pool is set up
+            await signing_in
             ctx.progress("reading Graph, Exchange and Security & Compliance")
             fetched, early = await self._read_all(ctx, graph, exchange, compliance, settings)
         finally:

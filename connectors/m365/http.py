@@ -122,9 +122,8 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             _tell_when_sent(request, sent)
         host = request.url.netloc.decode()
         slot = self._slots.setdefault(host, asyncio.Semaphore(self.limits.per_host))
-        pool = self._pools.get(host)
-        if pool is None:
-            pool = self._pools[host] = self._open_pool()
+        self.open_pool(str(request.url))
+        pool = self._pools[host]
         attempt = 0
         while True:
             self._spend(host)
@@ -148,6 +147,13 @@ class GuardedTransport(httpx.AsyncBaseTransport):
                 )
             attempt += 1
             self.stats.retries += 1
+
+    def open_pool(self, url: str) -> None:
+        """Make the pool for `url`'s host now (on first use it costs an import of httpcore and
+        its TLS setup), so that the work can overlap something that waits, such as a sign-in."""
+        host = httpx.URL(url).netloc.decode()
+        if host not in self._pools:
+            self._pools[host] = self._open_pool()
 
     def _backoff(self, attempt: int) -> float:
         base = self.limits.backoff_seconds * (2**attempt)
