@@ -122,8 +122,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             _tell_when_sent(request, sent)
         host = request.url.netloc.decode()
         slot = self._slots.setdefault(host, asyncio.Semaphore(self.limits.per_host))
-        self.open_pool(str(request.url))
-        pool = self._pools[host]
+        pool = self._pool(host)
         attempt = 0
         while True:
             self._spend(host)
@@ -151,9 +150,13 @@ class GuardedTransport(httpx.AsyncBaseTransport):
     def open_pool(self, url: str) -> None:
         """Make the pool for `url`'s host now (on first use it costs an import of httpcore and
         its TLS setup), so that the work can overlap something that waits, such as a sign-in."""
-        host = httpx.URL(url).netloc.decode()
-        if host not in self._pools:
-            self._pools[host] = self._open_pool()
+        self._pool(httpx.URL(url).netloc.decode())
+
+    def _pool(self, host: str) -> httpx.AsyncBaseTransport:
+        pool = self._pools.get(host)
+        if pool is None:
+            pool = self._pools[host] = self._open_pool()
+        return pool
 
     def _backoff(self, attempt: int) -> float:
         base = self.limits.backoff_seconds * (2**attempt)
@@ -174,7 +177,7 @@ def _tell_when_sent(request: httpx.Request, sent: Callable[[], None]) -> None:
     async def trace(event: str, info: dict[str, Any]) -> None:
         if inner is not None:
             await inner(event, info)
-        if event == "http11.send_request_body.complete":
+        if event == "http11.send_request_body.complete":  # HTTP/1.1, all this client speaks
             sent()
 
     request.extensions = {**request.extensions, "trace": trace}
