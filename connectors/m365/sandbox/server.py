@@ -763,7 +763,8 @@ class Sandbox:
             "adminapi.warnings@odata.type": "#Collection(String)",
             "@adminapi.warnings": [],
         }
-        select = [name for name in query.get("$select", "").split(",") if name]
+        # $select names properties without regard to case, as PowerShell does.
+        select = {name.lower() for name in query.get("$select", "").split(",") if name}
         if select:
             items = [json.dumps(_selected(item, select)) for item in data[start : start + size]]
         else:
@@ -783,12 +784,11 @@ def _next_link(server: _Server, path: str, query: dict[str, str], skip: int) -> 
     return f"{server.origin}{path}?{urllib.parse.urlencode(params, safe='$,')}"
 
 
-def _selected(item: Any, names: list[str]) -> Any:
-    """`item` with only the properties `$select` names (and their `@` annotations); names are
-    matched without regard to case, as PowerShell does."""
+def _selected(item: Any, wanted: set[str]) -> Any:
+    """`item` with only the properties named in `wanted` (lower case), and their `@`
+    annotations."""
     if not isinstance(item, dict):
         return item
-    wanted = {name.lower() for name in names}
     return {k: v for k, v in item.items() if k.split("@", 1)[0].lower() in wanted}
 
 
