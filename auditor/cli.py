@@ -86,7 +86,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--format", choices=["text", "json"], default="text", help="json: results on stdout"
         )
-        p.add_argument("--strict", action="store_true", help="exit 2 when any control is error")
+        p.add_argument(
+            "--allow-errors",
+            action="store_true",
+            help="exit 0 instead of 3 when no control failed but some could not be judged "
+            "(error); the errors stay in every report",
+        )
+        # The default since exit code 3 exists; kept so existing workflows keep working.
+        p.add_argument("--strict", action="store_true", help=argparse.SUPPRESS)
 
     audit = commands.add_parser(
         "audit", help="collect, evaluate, and write a signed evidence bundle"
@@ -394,23 +401,24 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
 
 
 def _audit_exit_code(outcome: AuditOutcome, args: argparse.Namespace) -> int:
-    """0/1/2 as the contract says, with --fail-on narrowing what counts as 1."""
+    """The contract's codes: --fail-on narrows which failures give 1; it never hides 3 (a
+    control that could not be judged), which only --allow-errors turns into 0."""
     results = outcome.results
-    if args.strict and results.summary["error"]:
-        return 2
     if args.fail_on == "any":
-        return results.exit_code()
+        return results.exit_code(allow_errors=args.allow_errors)
     if args.fail_on == "new":
         assert outcome.diff is not None  # checked before the run
-        return 1 if any(c["new"] == "fail" for c in outcome.diff.new_failures) else 0
-    worst = SEVERITIES.index(args.fail_on)
-    return int(
-        any(
+        failed = any(c["new"] == "fail" for c in outcome.diff.new_failures)
+    else:
+        worst = SEVERITIES.index(args.fail_on)
+        failed = any(
             r.status == "fail"
             and SEVERITIES.index(r.severity if r.severity in SEVERITIES else "info") <= worst
             for r in results.results
         )
-    )
+    if failed:
+        return 1
+    return 3 if results.summary["error"] and not args.allow_errors else 0
 
 
 def _cmd_init(args: argparse.Namespace, console: Console) -> int:
@@ -487,7 +495,7 @@ def _cmd_record(args: argparse.Namespace, console: Console) -> int:
         )
     if args.format == "json":
         sys.stdout.write(outcome.redactor.text(dumps_pretty(outcome.results.to_json())))
-    return outcome.results.exit_code(strict=args.strict)
+    return outcome.results.exit_code(allow_errors=args.allow_errors)
 
 
 def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
@@ -499,7 +507,7 @@ def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     terminal.render(console, report)
     if args.format == "json":
         sys.stdout.write(dumps_pretty(results.to_json()))
-    return results.exit_code(strict=args.strict)
+    return results.exit_code(allow_errors=args.allow_errors)
 
 
 def _cmd_verify(args: argparse.Namespace, console: Console) -> int:

@@ -166,12 +166,13 @@ class Results:
             counts[result.status] += 1
         return counts
 
-    def exit_code(self, *, strict: bool = False) -> int:
-        """0 all fine, 1 a control failed, 2 with --strict when a control could not be evaluated."""
+    def exit_code(self, *, allow_errors: bool = False) -> int:
+        """0 all fine, 1 a control failed, 3 none failed but one could not be judged (`error`);
+        `allow_errors` turns that 3 into 0."""
         counts = self.summary
-        if strict and counts["error"]:
-            return 2
-        return 1 if counts["fail"] else 0
+        if counts["fail"]:
+            return 1
+        return 3 if counts["error"] and not allow_errors else 0
 
     def to_json(self) -> dict[str, JSON]:
         return {

@@ -1108,6 +1108,40 @@ def test_a_passing_audit_exits_0(workspace: Path, signing_key: tuple[str, Path])
     _assert_ran_like_ci_without_sarif(run, public_key)
 
 
+def test_an_audit_that_judged_nothing_exits_3_and_the_summary_does_not_call_it_a_pass(
+    workspace: Path, signing_key: tuple[str, Path]
+) -> None:
+    key, _public_key = signing_key
+    # A tenant whose sign-in endpoint refuses connections: every Microsoft 365 control is error.
+    closed = "https://127.0.0.1:9"
+    endpoints = ", ".join(
+        f'{k} = "{closed}"' for k in ("authority", "graph", "exchange", "compliance")
+    )
+    (workspace / "commsaudit.toml").write_text(
+        '[m365]\ntenant_id = "contoso.onmicrosoft.com"\n'
+        'client_id = "00000000-0000-0000-0000-000000000001"\nauth = "client-secret"\n'
+        'client_secret_env = "TEST_M365_SECRET"\n'
+        f"endpoints = {{ {endpoints} }}\n"
+        '[policies]\ncontrols = ["m365.exo.smtp-auth-disabled"]\n'
+    )
+    env = {"TEST_M365_SECRET": "not-a-real-secret"}
+    run = run_action({"install": "false", "signing-key": key}, workspace=workspace, env=env)
+    assert run.outputs["exit-code"] == "3" and run.exit_code == 3, run.everything_printed()
+    results = json.loads(Path(run.outputs["results"]).read_text())
+    assert results["summary"]["error"] == 1 and results["summary"]["fail"] == 0
+    assert "every evaluated control passed" not in run.summary
+    assert "1 could not be judged (error): this run is not a pass" in run.summary
+    # With --allow-errors the job passes, and the summary still says what was not judged.
+    allowed = run_action(
+        {"install": "false", "signing-key": key, "args": "--allow-errors"},
+        workspace=workspace,
+        env=env,
+    )
+    assert allowed.exit_code == 0, allowed.everything_printed()
+    assert "every evaluated control passed" not in allowed.summary
+    assert "1 could not be judged (error; allowed by --allow-errors)" in allowed.summary
+
+
 def test_an_audit_that_cannot_run_exits_2_and_says_why(workspace: Path) -> None:
     run = run_action({"install": "false", "config": "missing.toml"}, workspace=workspace, env={})
     assert run.outputs["exit-code"] == "2" and run.exit_code == 2

@@ -1,10 +1,13 @@
-"""The smaller commands: keygen, policies, permissions, evaluate, --strict."""
+"""The smaller commands: keygen, policies, permissions, evaluate, and the exit codes."""
 
 from __future__ import annotations
 
 import json
 import stat
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from conftest import DemoRun
 from helpers import member_json, run_cli
@@ -69,7 +72,9 @@ def test_evaluate_a_snapshot_offline(demo_run: DemoRun, tmp_path: Path) -> None:
     }
 
 
-def test_strict_exits_2_when_a_control_is_error(tmp_path: Path) -> None:
+def test_a_control_in_error_and_no_failure_exits_3_unless_errors_are_allowed(
+    tmp_path: Path,
+) -> None:
     snapshot = {
         "format": "commsaudit/snapshot/v1",
         "scope": {"org": {"organisation": ["Clinic"]}},
@@ -87,12 +92,80 @@ def test_strict_exits_2_when_a_control_is_error(tmp_path: Path) -> None:
     }
     path = tmp_path / "snapshot.json"
     path.write_text(json.dumps(snapshot))
-    lenient = run_cli("evaluate", path, "--controls", "org.training.current", cwd=tmp_path)
-    assert lenient.returncode == 0
+    judged_nothing = run_cli("evaluate", path, "--controls", "org.training.current", cwd=tmp_path)
+    assert judged_nothing.returncode == 3, judged_nothing.stderr
+    # --strict is the default now, kept for old workflows: still 3.
     strict = run_cli(
         "evaluate", path, "--controls", "org.training.current", "--strict", cwd=tmp_path
     )
-    assert strict.returncode == 2
+    assert strict.returncode == 3
+    allowed = run_cli(
+        "evaluate", path, "--controls", "org.training.current", "--allow-errors", "--format",
+        "json", cwd=tmp_path,
+    )  # fmt: skip
+    assert allowed.returncode == 0
+    # The error stays in the results even when it does not set the exit code.
+    assert json.loads(allowed.stdout)["summary"]["error"] == 1
+
+
+def _error_and_failure_snapshot(tmp_path: Path) -> Path:
+    """org.training unreadable (error), a risk analysis five years old (a high failure)."""
+    snapshot = {
+        "format": "commsaudit/snapshot/v1",
+        "scope": {"org": {"organisation": ["Clinic"]}},
+        "sections": [
+            {
+                "name": "org.training",
+                "platform": "org",
+                "subject": "Clinic",
+                "status": "error",
+                "source": "attestations",
+                "reason": "file unreadable",
+                "data": None,
+            },
+            {
+                "name": "org.risk_analysis",
+                "platform": "org",
+                "subject": "Clinic",
+                "status": "ok",
+                "source": "attestations",
+                "data": {
+                    "latest": {"date": "2021-07-30", "performed_by": "x", "age_days": 1900},
+                    "count": 1,
+                },
+            },
+        ],
+    }
+    path = tmp_path / "snapshot.json"
+    path.write_text(json.dumps(snapshot))
+    return path
+
+
+def test_a_failure_exits_1_even_beside_an_error(tmp_path: Path) -> None:
+    path = _error_and_failure_snapshot(tmp_path)
+    both = "org.training.current,org.risk-analysis.current"
+    proc = run_cli("evaluate", path, "--controls", both, "--format", "json", cwd=tmp_path)
+    statuses = {r["control"]: r["status"] for r in json.loads(proc.stdout)["results"]}
+    assert statuses == {"org.training.current": "error", "org.risk-analysis.current": "fail"}
+    assert proc.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("fail_on", "allow_errors", "expected"),
+    [("any", False, 1), ("high", False, 1), ("critical", False, 3), ("critical", True, 0)],
+)
+def test_fail_on_narrows_the_failures_that_count_but_never_hides_an_error(
+    tmp_path: Path, fail_on: str, allow_errors: bool, expected: int
+) -> None:
+    from auditor.cli import _audit_exit_code
+    from auditor.results import Results
+
+    path = _error_and_failure_snapshot(tmp_path)
+    both = "org.training.current,org.risk-analysis.current"
+    proc = run_cli("evaluate", path, "--controls", both, "--format", "json", cwd=tmp_path)
+    outcome = SimpleNamespace(results=Results.from_json(json.loads(proc.stdout)), diff=None)
+    args = SimpleNamespace(fail_on=fail_on, allow_errors=allow_errors)
+    assert _audit_exit_code(outcome, args) == expected  # type: ignore[arg-type]
 
 
 def test_controls_filter_by_glob(tmp_path: Path) -> None:

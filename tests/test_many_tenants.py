@@ -91,8 +91,8 @@ def test_a_run_past_its_deadline_still_writes_a_signed_bundle(tmp_path: Path) ->
             + '[policies]\ncontrols = ["m365.exo.*"]\n'
             + f'[evidence]\nout = "out"\nsigning_key_file = "{key}"\n'
         )
-        proc = run_cli("audit", "--format", "json", "--timeout", "8", "--strict", cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr  # --strict: a control that is error fails CI
+        proc = run_cli("audit", "--format", "json", "--timeout", "8", cwd=tmp_path)
+    assert proc.returncode in (1, 3), proc.stderr  # a control in error never leaves the run at 0
     results = json.loads(proc.stdout)["results"]
     # Stopped before it learnt the tenant's domain: named by the tenant id from the config.
     slow_results = [r for r in results if r["subject"] == slow.tenant.tenant_id]
