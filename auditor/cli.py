@@ -222,6 +222,14 @@ def _parser() -> argparse.ArgumentParser:
         "--throttle-every", type=int, default=0, metavar="N", help="answer every Nth request 429"
     )
     m365.add_argument(
+        "--throttle-batch-items",
+        type=int,
+        default=0,
+        metavar="N",
+        help="answer every Nth item inside a Graph $batch 429 (with its own Retry-After), in a "
+        "200 envelope as Graph does",
+    )
+    m365.add_argument(
         "--auth",
         choices=["client-secret", "certificate", "workload-identity"],
         default="client-secret",
@@ -628,6 +636,7 @@ def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
     faults = Faults(
         latency_ms=args.latency_ms,
         throttle_every=args.throttle_every,
+        throttle_batch_items=args.throttle_batch_items,
         fail=tuple(args.fail),
         malformed=tuple(args.malformed),
         drop=tuple(args.drop),

@@ -22,6 +22,7 @@ import pytest
 
 from connectors.base import CollectContext, Section
 from connectors.m365.connector import MAILBOX_FIELDS, M365Connector
+from connectors.m365.exchange import AdminApi, regional_endpoint
 from connectors.m365.http import (
     GuardedTransport,
     Limits,
@@ -137,19 +138,108 @@ def test_policies_page_too() -> None:
         assert len(_sections(ctx)["m365.entra.conditional_access"].data) == 3
 
 
-def test_single_objects_share_batch_calls_and_exchange_goes_to_its_region(
-    fabrikam: Sandbox,
-) -> None:
+def test_single_objects_share_batch_calls(fabrikam: Sandbox) -> None:
     _collect(fabrikam)
     batches = [e for e in fabrikam.log if e.role == "graph" and e.method == "POST"]
     batched = [e for e in fabrikam.log if e.path.startswith("$batch ")]
-    assert batches and len(batched) >= 6
+    assert batches and len(batched) >= 5
     assert {e.recorded for e in batched} >= {
-        "graph/v1.0/organization",
         "graph/v1.0/policies/authorizationPolicy",
+        "graph/v1.0/admin/sharepoint/settings",
     }
-    invoked = {e.role for e in fabrikam.log if e.recorded and e.recorded.startswith("exo/")}
-    assert invoked == {"exchange-regional"}
+
+
+def test_the_admin_api_is_called_as_working_public_clients_call_it(fabrikam: Sandbox) -> None:
+    """Exchange Online: POSTs straight to its host, anchored by tenant id. Security &
+    Compliance: the module-file GET to the front door first, then POSTs to the region its
+    redirect names, anchored by UPN on the initial domain (CIPP-API New-ExoRequest;
+    ScubaGear Get-ComplianceApiEndpoint)."""
+    _collect(fabrikam)
+    tenant = fabrikam.tenant
+    exo = [e for e in fabrikam.log if e.recorded and e.recorded.startswith("exo/")]
+    assert exo and {e.role for e in exo} == {"exchange"}
+    assert {e.anchor for e in exo} == {
+        f"APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{tenant.tenant_id}"
+    }
+    front = [e for e in fabrikam.log if e.role == "compliance"]
+    assert [(e.method, e.status) for e in front] == [("GET", 302)]
+    assert front[0].path.endswith(f"/AdminApi/v1.0/{tenant.tenant_id}/EXOModuleFile")
+    regional = [e for e in fabrikam.log if e.role == "compliance-regional"]
+    assert regional and all(e.method == "POST" and e.status == 200 for e in regional)
+    # The region's name came from the redirect's host (sbx01b.admin.protection.outlook.com).
+    assert all(e.path.startswith("/sbx01b/adminapi/beta/") for e in regional)
+    assert {e.anchor for e in regional} == {
+        f"UPN:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{tenant.default_domain}"
+    }
+
+
+def test_the_region_is_the_first_label_of_the_redirect_host_on_the_rest_port() -> None:
+    # ScubaGear's comment: the redirect names <prefix>.admin.protection.outlook.com:446; the
+    # REST API of that region is <prefix>.ps.compliance.protection.outlook.com on 443.
+    template = "https://{prefix}.ps.compliance.protection.outlook.com"
+    front = "https://ps.compliance.protection.outlook.com"
+    named = "https://nam12b.admin.protection.outlook.com:446/AdminApi/v1.0/t/EXOModuleFile"
+    assert regional_endpoint(template, named, front) == (
+        "https://nam12b.ps.compliance.protection.outlook.com"
+    )
+    # A redirect that names no usable host leaves the client at the front door.
+    assert regional_endpoint(template, "https://-bad-.example/x", front) is None
+    assert regional_endpoint(template, "/relative/path", "https://127.0.0.1:1") is None
+
+
+def _admin_api(sandbox: Sandbox, backend: str | None) -> AdminApi:
+    from azure.identity import ClientSecretCredential
+
+    scope = "https://ps.compliance.protection.outlook.com/.default"
+    credential = ClientSecretCredential(
+        sandbox.tenant.tenant_id,
+        sandbox.client_id,
+        sandbox.client_secret,
+        authority=sandbox.origin("login"),
+        disable_instance_discovery=True,
+        connection_verify=str(sandbox.files["ca"]),
+    )
+    token = credential.get_token(scope).token
+
+    async def bearer(_scope: str) -> str:
+        return token
+
+    _transport, _graph, admin = make_clients(Limits(retries=0), str(sandbox.files["ca"]))
+    return AdminApi(
+        admin,
+        bearer,
+        kind="compliance",
+        base=sandbox.origin("compliance"),
+        scope=scope,
+        tenant_id=sandbox.tenant.tenant_id,
+        now=lambda: dt.datetime.now(dt.UTC),
+        backend=backend,
+    )
+
+
+def test_a_redirected_post_is_never_followed_the_region_is_asked_again(
+    fabrikam: Sandbox,
+) -> None:
+    api = _admin_api(fabrikam, fabrikam.endpoints()["compliance_backend"])
+    # Not discovered yet: the POST goes to the front door, which redirects it.
+    found = asyncio.run(api.invoke("Get-DlpCompliancePolicy"))
+    assert found.ok, found.error
+    steps = [(e.role, e.method, e.status) for e in fabrikam.log if e.role.startswith("compl")]
+    assert steps == [
+        ("compliance", "POST", 302),  # redirected: not followed with the token
+        ("compliance", "GET", 302),  # the module-file GET names the region
+        ("compliance-regional", "POST", 200),
+    ]
+
+
+def test_an_api_without_regions_reports_a_redirect_instead_of_following_it(
+    fabrikam: Sandbox,
+) -> None:
+    found = asyncio.run(_admin_api(fabrikam, None).invoke("Get-DlpCompliancePolicy"))
+    assert not found.ok
+    assert "answered 302: redirected to 127.0.0.1:" in (found.error or "")
+    assert "a token is never sent after a redirect" in (found.error or "")
+    assert not [e for e in fabrikam.log if e.role == "compliance-regional"]
 
 
 def test_throttling_is_retried_after_the_wait_it_asks_for() -> None:
@@ -158,6 +248,31 @@ def test_throttling_is_retried_after_the_wait_it_asks_for() -> None:
         assert all(s.status == "ok" for s in ctx.sections)
         assert sum(1 for e in sandbox.log if e.status == 429) >= 5
         assert connector.stats["retries"] >= 5
+
+
+def test_batch_items_throttled_inside_a_200_are_asked_again() -> None:
+    """Graph's throttling guidance: an item of a $batch can be 429 with its own Retry-After
+    while the envelope is 200; retry those items, do not report them as errors."""
+    with Sandbox(TENANTS / "fabrikam-clinic", faults=Faults(throttle_batch_items=2)) as sandbox:
+        ctx, connector = _collect(sandbox, limits={**FAST, "retries": 4})
+        throttled = [e for e in sandbox.log if e.status == 429 and e.path.startswith("$batch")]
+    assert throttled, "the sandbox throttled no batch item"
+    assert all(s.status == "ok" for s in ctx.sections), {
+        s.name: s.reason for s in ctx.sections if s.status != "ok"
+    }
+    for item in throttled:  # each throttled item was answered later, in another batch
+        answered = [e for e in sandbox.log if e.path == item.path and e.status == 200]
+        assert answered, item.path
+    assert connector.stats["retries"] >= len({e.path for e in throttled})
+
+
+def test_batch_items_that_stay_throttled_are_errors_of_their_own_sections() -> None:
+    with Sandbox(TENANTS / "fabrikam-clinic", faults=Faults(throttle_batch_items=1)) as sandbox:
+        ctx, _ = _collect(sandbox, limits={**FAST, "retries": 1})
+    sections = _sections(ctx)
+    assert sections["m365.sharepoint.settings"].status == "error"
+    assert "answered 429" in (sections["m365.sharepoint.settings"].reason or "")
+    assert sections["m365.exo.transport_config"].status == "ok"  # not a batch item
 
 
 def test_a_failure_that_outlasts_the_retries_costs_only_its_sections() -> None:

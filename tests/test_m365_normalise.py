@@ -4,6 +4,7 @@ pointing at the offending value."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from typing import Any
@@ -16,13 +17,10 @@ from auditor.resources import policies_dir
 from auditor.results import Result
 from auditor.snapshot import Snapshot
 from connectors.base import Section
-from connectors.m365.fetched import read_recorded_tenant
-from connectors.m365.normalise import (
-    M365Settings,
-    conditional_access_policy,
-    normalise,
-)
-from connectors.m365.normalise import _sensitive_types as sensitive_types
+from connectors.m365.conditional_access import policy_facts
+from connectors.m365.fetched import Fetched, read_recorded_tenant
+from connectors.m365.normalise import M365Settings, normalise
+from connectors.m365.purview import sensitive_types
 
 from helpers import REPO
 
@@ -33,6 +31,15 @@ CONTOSO_BREAK_GLASS = ("breakglass01@contoso-health.onmicrosoft.com",)
 
 def _evaluate(tenant: str, settings: M365Settings, profile: str = "hipaa") -> dict[str, Result]:
     info, fetched = read_recorded_tenant(TENANTS / tenant, NOW)
+    return _evaluate_fetched(info, fetched, settings, profile)
+
+
+def _evaluate_fetched(
+    info: dict[str, Any],
+    fetched: dict[str, Fetched],
+    settings: M365Settings,
+    profile: str = "hipaa",
+) -> dict[str, Result]:
     subject = info["default_domain"]
     snapshot = Snapshot(collected_at=NOW)
     snapshot.add_subject("m365", "tenant", subject)
@@ -125,7 +132,12 @@ def test_fabrikam_report_only_mfa_policy_does_not_count(fabrikam: dict[str, Resu
             "/allowInvitesFrom",
             "everyone",
         ),
-        ("m365.audit.mailbox-auditing", "m365.exo.mailboxes", "/61/AuditEnabled", False),
+        (
+            "m365.audit.mailbox-auditing",
+            "m365.exo.mailbox_auditing",
+            "/bypassed",
+            [{"Identity": "svc-scanner", "Name": "svc-scanner"}],
+        ),
     ],
 )
 def test_fabrikam_planted_problems(
@@ -172,6 +184,31 @@ def _ca(**overrides: Any) -> dict[str, Any]:
     for key, value in overrides.items():
         policy[key] = value
     return policy
+
+
+def conditional_access_policy(
+    policy: dict[str, Any], break_glass: set[str], names: dict[str, str]
+) -> dict[str, Any]:
+    return policy_facts(policy, break_glass, names, {})
+
+
+def test_a_mailbox_with_audit_enabled_false_is_ignored_and_the_evidence_says_so(
+    fabrikam: dict[str, Result],
+) -> None:
+    # fabrikam fails for its bypassing account only: the mailbox's own setting is no failure.
+    failing = _evidence(fabrikam["m365.audit.mailbox-auditing"])
+    assert {pointer for _section, pointer in failing} == {"/bypassed"}
+    info, fetched = read_recorded_tenant(TENANTS / "fabrikam-clinic", NOW)
+    bypass = fetched["exo/Get-MailboxAuditBypassAssociation"]
+    fetched["exo/Get-MailboxAuditBypassAssociation"] = dataclasses.replace(
+        bypass, data=[b for b in bypass.data if not b["AuditBypassEnabled"]]
+    )
+    result = _evaluate_fetched(info, fetched, M365Settings())["m365.audit.mailbox-auditing"]
+    assert result.status == "pass", result.reason
+    evidence = _evidence(result)
+    section = "m365.exo.mailbox_auditing"
+    assert evidence[(section, "/mailboxes_audit_enabled_false")] == ["frontdesk"]
+    assert evidence[(section, "/mailbox_audit_enabled_ignored")] is True
 
 
 def test_mfa_or_another_control_does_not_require_mfa() -> None:

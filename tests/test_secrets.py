@@ -43,7 +43,8 @@ def test_canary_secrets_never_reach_the_bundle_reports_or_output(tmp_path: Path)
         "COMMSAUDIT_SIGNING_KEY": private_pem,
     }
     proc = run_cli("audit", "--config", config, "--format", "json", "-vv", cwd=tmp_path, env=env)
-    assert proc.returncode in (0, 1), proc.stderr
+    # The audit ran (not 2); the sample leaves some controls unjudged, which exits 3.
+    assert proc.returncode in (0, 1, 3), proc.stderr
     out = config.parent / "out"
     bundle = next(out.glob("*.zip"))
 

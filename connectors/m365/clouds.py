@@ -1,6 +1,30 @@
-"""Microsoft 365 national clouds: which hosts a tenant's services live on, and which resource
-each token is for. Config may override any endpoint (the sandbox does); scopes stay the
-cloud's own resource identifiers."""
+"""Microsoft 365 national clouds: which hosts a tenant's services live on, and which resource each
+token is for. Config may override any endpoint (the sandbox does); scopes stay the cloud's own
+resource identifiers, so a token for one cloud is never asked for while talking to another.
+
+Sources, row by row (Microsoft publishes the PowerShell connection URIs and the Graph and sign-in
+hosts; the admin REST API's hosts and token resources are what working REST clients use):
+- authority: Entra docs, identity-platform/authentication-national-cloud.md, "Microsoft Entra
+  authentication endpoints" (login.microsoftonline.com; login.microsoftonline.us for GCC High
+  and DoD).
+- graph: Graph docs, concepts/deployments.md, "Microsoft Graph and Graph Explorer service root
+  endpoints" (GCC keeps graph.microsoft.com; GCC High graph.microsoft.us; DoD
+  dod-graph.microsoft.us).
+- exchange: Exchange docs, Connect-ExchangeOnline.md, -ConnectionUri (outlook.office365.com;
+  GCC High outlook.office365.us; DoD webmail.apps.mil for remote PowerShell). For the REST API
+  in DoD, the host and token resource are outlook-dod.office365.us: cisagov/ScubaGear
+  EXORestHelper.psm1 (its $Scope and front-door tables) and Microsoft's CSS-Exchange scripts;
+  the DoD endpoint list (office-365-u.s.-government-dod-endpoints.md, Exchange Online ID 1)
+  names both hosts.
+- compliance: Exchange docs, connect-to-scc-powershell.md (ps.compliance.protection.outlook.com;
+  GCC High ps.compliance.protection.office365.us). For DoD the docs give remote-PowerShell URIs
+  that disagree with each other (l5.ps.compliance.protection.office365.us there,
+  compliance.dod.microsoft.com in app-only-auth-powershell-v2.md); the REST front door and token
+  resource used by ScubaGear's REST client are ps.compliance.protection.office365.us.
+- compliance_backend: the regional Security & Compliance host a front-door redirect names, built
+  from the first label of the redirect's host (ScubaGear Get-ComplianceApiEndpoint, CIPP-API
+  New-ExoRequest; Get-ConnectionInformation.md shows nam12b.ps.compliance.protection.outlook.com).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +38,11 @@ class Cloud:
     graph: str
     exchange: str
     compliance: str
+    # "{prefix}" is the first label of the host a compliance front-door redirect names.
+    compliance_backend: str
+    # Token resources where they differ from the host requests go to.
+    exchange_resource: str = ""
+    compliance_resource: str = ""
 
     @property
     def graph_scope(self) -> str:
@@ -21,42 +50,39 @@ class Cloud:
 
     @property
     def exchange_scope(self) -> str:
-        return f"{self.exchange}/.default"
+        return f"{self.exchange_resource or self.exchange}/.default"
 
     @property
     def compliance_scope(self) -> str:
-        return f"{self.compliance}/.default"
+        return f"{self.compliance_resource or self.compliance}/.default"
 
 
+_COMMERCIAL = {
+    "authority": "https://login.microsoftonline.com",
+    "graph": "https://graph.microsoft.com",
+    "exchange": "https://outlook.office365.com",
+    "compliance": "https://ps.compliance.protection.outlook.com",
+    "compliance_backend": "https://{prefix}.ps.compliance.protection.outlook.com",
+}
 CLOUDS = {
-    "global": Cloud(
-        "global",
-        "https://login.microsoftonline.com",
-        "https://graph.microsoft.com",
-        "https://outlook.office365.com",
-        "https://ps.compliance.protection.outlook.com",
-    ),
-    # GCC (moderate) tenants use the commercial endpoints.
-    "gcc": Cloud(
-        "gcc",
-        "https://login.microsoftonline.com",
-        "https://graph.microsoft.com",
-        "https://outlook.office365.com",
-        "https://ps.compliance.protection.outlook.com",
-    ),
+    "global": Cloud("global", **_COMMERCIAL),
+    # GCC (moderate) tenants use the commercial endpoints (deployments.md; connect docs).
+    "gcc": Cloud("gcc", **_COMMERCIAL),
     "gcc-high": Cloud(
         "gcc-high",
-        "https://login.microsoftonline.us",
-        "https://graph.microsoft.us",
-        "https://outlook.office365.us",
-        "https://ps.compliance.protection.office365.us",
+        authority="https://login.microsoftonline.us",
+        graph="https://graph.microsoft.us",
+        exchange="https://outlook.office365.us",
+        compliance="https://ps.compliance.protection.office365.us",
+        compliance_backend="https://{prefix}.ps.compliance.protection.office365.us",
     ),
     "dod": Cloud(
         "dod",
-        "https://login.microsoftonline.us",
-        "https://dod-graph.microsoft.us",
-        "https://webmail.apps.mil",
-        "https://l5.ps.compliance.protection.office365.us",
+        authority="https://login.microsoftonline.us",
+        graph="https://dod-graph.microsoft.us",
+        exchange="https://outlook-dod.office365.us",
+        compliance="https://ps.compliance.protection.office365.us",
+        compliance_backend="https://{prefix}.ps.compliance.protection.office365.us",
     ),
 }
 
@@ -70,6 +96,7 @@ class Endpoints:
     graph: str
     exchange: str
     compliance: str
+    compliance_backend: str
     ca_bundle: str | None = None
 
     @property
@@ -84,11 +111,16 @@ def endpoints_for(cloud: str, overrides: dict[str, str] | None = None) -> Endpoi
     def pick(key: str, default: str) -> str:
         return given.get(key, default).rstrip("/")
 
+    compliance = pick("compliance", base.compliance)
+    # An overridden front door (a proxy, the sandbox) has no regional hosts of the cloud's
+    # pattern: it names its own, or stays where it is.
+    backend_default = base.compliance_backend if compliance == base.compliance else compliance
     return Endpoints(
         base,
         pick("authority", base.authority),
         pick("graph", base.graph),
         pick("exchange", base.exchange),
-        pick("compliance", base.compliance),
+        compliance,
+        pick("compliance_backend", backend_default),
         given.get("ca_bundle") or None,
     )

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,7 +23,7 @@ from connectors.base import (
 )
 from connectors.m365.auth import METHODS, AuthSettings, TokenCache, build_credential
 from connectors.m365.clouds import CLOUDS, endpoints_for
-from connectors.m365.exchange import AdminApi
+from connectors.m365.exchange import SYSTEM_MAILBOX, AdminApi
 from connectors.m365.fetched import Fetched
 from connectors.m365.graph import GraphReader
 from connectors.m365.http import Limits, make_clients
@@ -36,18 +37,24 @@ from connectors.m365.normalise import (
 from connectors.m365.permissions import permissions
 
 USER_FIELDS = "id,userPrincipalName,displayName,accountEnabled,userType"
+# Read first: the tenant's id and initial domain, which the admin API's anchors name.
+ORGANIZATION = ("organization", "$select=id,displayName,verifiedDomains")
+# Microsoft Graph's own service principal: its delegated permission classifications say which
+# permissions users may consent to under the "low impact" consent policy.
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 # Collections, read page by page: (path, query).
 GRAPH_COLLECTIONS = (
     ("users", f"$select={USER_FIELDS}&$top=999"),
     ("reports/authenticationMethods/userRegistrationDetails", "$top=999"),
     ("identity/conditionalAccess/policies", ""),
+    ("policies/authenticationStrengthPolicies", ""),
     ("roleManagement/directory/roleDefinitions", ""),
     ("roleManagement/directory/roleAssignments", ""),
     ("domains", ""),
+    (f"servicePrincipals(appId='{GRAPH_APP_ID}')/delegatedPermissionClassifications", ""),
 )
 # Single objects, read together in $batch calls.
 GRAPH_SINGLES = (
-    "organization",
     "policies/identitySecurityDefaultsEnforcementPolicy",
     "policies/authorizationPolicy",
     "policies/authenticationMethodsPolicy",
@@ -70,7 +77,11 @@ MAILBOX_FIELDS = (
     "AuditOwner",
 )
 # Properties asked for with `$select`, by cmdlet; every property of the others is kept.
-CMDLET_SELECT: dict[str, tuple[str, ...]] = {"Get-Mailbox": MAILBOX_FIELDS}
+CMDLET_SELECT: dict[str, tuple[str, ...]] = {
+    "Get-Mailbox": MAILBOX_FIELDS,
+    # One entry for every user and computer account: who it is, and whether it bypasses auditing.
+    "Get-MailboxAuditBypassAssociation": ("Identity", "Name", "AuditBypassEnabled"),
+}
 EXCHANGE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("Get-TransportConfig", {}),
     ("Get-OrganizationConfig", {}),
@@ -83,6 +94,7 @@ EXCHANGE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("Get-IRMConfiguration", {}),
     ("Get-OwaMailboxPolicy", {}),
     ("Get-Mailbox", {"ResultSize": "Unlimited"}),
+    ("Get-MailboxAuditBypassAssociation", {"ResultSize": "Unlimited"}),
     ("Get-AcceptedDomain", {}),
 )
 COMPLIANCE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -92,7 +104,8 @@ COMPLIANCE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("Get-UnifiedAuditLogRetentionPolicy", {}),
 )
 
-_ENDPOINT_KEYS = {"authority", "graph", "exchange", "compliance", "ca_bundle"}
+_ENDPOINT_KEYS = {"authority", "graph", "exchange", "compliance", "compliance_backend", "ca_bundle"}
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
 def _now() -> dt.datetime:
@@ -220,7 +233,15 @@ class M365Connector(Connector):
         tokens = TokenCache(credential, ctx.run_blocking, ctx.register_secret)
         transport, graph_http, admin_http = make_clients(limits, endpoints.ca_bundle)
         cloud = endpoints.cloud
-        graph = GraphReader(graph_http, tokens.token, endpoints.graph, cloud.graph_scope, _now)
+        graph = GraphReader(
+            graph_http,
+            tokens.token,
+            endpoints.graph,
+            cloud.graph_scope,
+            _now,
+            wait_to_retry=transport.wait_to_retry,
+        )
+        identity = _TenantIdentity(auth.tenant_id)
         exchange = AdminApi(
             admin_http,
             tokens.token,
@@ -229,6 +250,7 @@ class M365Connector(Connector):
             scope=cloud.exchange_scope,
             tenant_id=auth.tenant_id,
             now=_now,
+            anchor=identity.exchange_anchor,
         )
         compliance = AdminApi(
             admin_http,
@@ -238,6 +260,8 @@ class M365Connector(Connector):
             scope=cloud.compliance_scope,
             tenant_id=auth.tenant_id,
             now=_now,
+            anchor=identity.compliance_anchor,
+            backend=endpoints.compliance_backend,
         )
         settings = M365Settings(
             break_glass=tuple(self.config.get("break_glass_accounts", [])),
@@ -250,7 +274,10 @@ class M365Connector(Connector):
             transport.open_pool(endpoints.graph)  # ...while Graph's connection pool is set up
             await signing_in
             ctx.progress("reading Graph, Exchange and Security & Compliance")
-            fetched, early = await self._read_all(ctx, graph, exchange, compliance, settings)
+            identity.reading = asyncio.ensure_future(graph.collection(*ORGANIZATION))
+            fetched, early = await self._read_all(
+                ctx, graph, identity.reading, exchange, compliance, settings
+            )
         finally:
             await graph_http.aclose()
             await admin_http.aclose()
@@ -280,6 +307,7 @@ class M365Connector(Connector):
             "retries": transport.stats.retries,
             "sign_ins": tokens.requests,
             "auth": method,
+            "compliance_region": compliance.discovery,
         }
         if not any(f.ok for f in fetched.values()):
             raise CollectionError(_first_error(fetched))
@@ -288,6 +316,7 @@ class M365Connector(Connector):
         self,
         ctx: CollectContext,
         graph: GraphReader,
+        organisation: asyncio.Future[Fetched],
         exchange: AdminApi,
         compliance: AdminApi,
         settings: M365Settings,
@@ -300,7 +329,7 @@ class M365Connector(Connector):
             collections = await asyncio.gather(
                 *(graph.collection(path, query) for path, query in GRAPH_COLLECTIONS)
             )
-            found: list[Fetched] = list((await singles).values()) + list(collections)
+            found: list[Fetched] = [await organisation, *(await singles).values(), *collections]
             policies = next(
                 (f for f in found if f.path.endswith("conditionalAccess/policies")), None
             )
@@ -314,11 +343,11 @@ class M365Connector(Connector):
             return found
 
         async def exchange_part() -> list[Fetched]:
-            await exchange.discover_region()
             calls = (exchange.invoke(c, p, self._select(c)) for c, p in EXCHANGE_CMDLETS)
             return list(await asyncio.gather(*calls))
 
         async def compliance_part() -> list[Fetched]:
+            await compliance.discover_region()
             calls = [compliance.invoke(c, p) for c, p in COMPLIANCE_CMDLETS]
             calls.append(_retention_policies(compliance))
             return list(await asyncio.gather(*calls))
@@ -402,6 +431,39 @@ class M365Connector(Connector):
             )
 
 
+class _TenantIdentity:
+    """The tenant's id and initial domain for the admin API's anchors: from the config when it
+    names them, else from Graph's organization (read first, while the tokens are fetched)."""
+
+    def __init__(self, configured: str) -> None:
+        self.configured = configured
+        self.reading: asyncio.Future[Fetched] | None = None
+        self._facts: dict[str, str] | None = None
+
+    async def _known(self) -> dict[str, str]:
+        if self._facts is None:
+            found = await asyncio.shield(self.reading) if self.reading is not None else None
+            fetched = {found.path: found} if found is not None else {}
+            self._facts = _tenant_facts(fetched, self.configured)
+        return self._facts
+
+    async def exchange_anchor(self) -> str | None:
+        tenant = self.configured
+        if not _GUID.fullmatch(tenant):
+            tenant = (await self._known())["tenant_id"]
+        return f"APP:{SYSTEM_MAILBOX}@{tenant}" if _GUID.fullmatch(tenant) else None
+
+    async def compliance_anchor(self) -> str | None:
+        domain = self.configured
+        if not domain.lower().endswith(".onmicrosoft.com"):
+            domain = (await self._known())["default_domain"]
+        return (
+            f"UPN:{SYSTEM_MAILBOX}@{domain}"
+            if domain.lower().endswith(".onmicrosoft.com")
+            else None
+        )
+
+
 async def _retention_policies(compliance: AdminApi) -> Fetched:
     """Retention policies with their locations: one call for the usual workloads and one for
     Teams (the cmdlet lists Teams policies only when asked), kept as one recorded answer."""
@@ -416,19 +478,23 @@ async def _retention_policies(compliance: AdminApi) -> Fetched:
         return failed
     merged: dict[str, Any] = {}
     for found in both:
-        for policy in found.data:
-            merged.setdefault(str(policy.get("Guid") or policy.get("Identity")), policy)
+        for policy in found.data if isinstance(found.data, list) else [found.data]:
+            # An item of another shape is kept as it came: the normaliser says what it is.
+            key = policy.get("Guid") or policy.get("Identity") if isinstance(policy, dict) else None
+            merged.setdefault(str(key) if key else f"#{len(merged)}", policy)
     return Fetched(both[0].path, 200, list(merged.values()), both[1].collected_at)
 
 
 def _excluded_groups(policies: Fetched | None) -> list[str]:
-    if policies is None or not policies.ok:
+    if policies is None or not policies.ok or not isinstance(policies.data, dict):
         return []
     groups: list[str] = []
-    for policy in policies.data.get("value", []):
-        users = (policy.get("conditions") or {}).get("users") or {}
+    for policy in policies.data.get("value") or []:
+        users = ((policy.get("conditions") or {}) if isinstance(policy, dict) else {}).get("users")
+        if not isinstance(users, dict):
+            continue  # an odd policy: the normaliser reports it
         for group in (users.get("excludeGroups") or []) + (users.get("includeGroups") or []):
-            if group not in groups:
+            if isinstance(group, str) and group not in groups:
                 groups.append(group)
     return groups
 
@@ -438,13 +504,16 @@ def _tenant_facts(fetched: dict[str, Fetched], tenant_id: str) -> dict[str, str]
     results, and its display name."""
     organisation = fetched.get("graph/v1.0/organization")
     facts = {"tenant_id": tenant_id, "default_domain": tenant_id, "display_name": ""}
-    if organisation is not None and organisation.ok:
-        for org in organisation.data.get("value", [])[:1]:
-            facts["tenant_id"] = org.get("id", tenant_id)
-            facts["display_name"] = org.get("displayName", "")
-            for domain in org.get("verifiedDomains", []):
-                if domain.get("isInitial"):
-                    facts["default_domain"] = domain["name"]
+    data = organisation.data if organisation is not None and organisation.ok else None
+    orgs = data.get("value") if isinstance(data, dict) else None
+    for org in (orgs if isinstance(orgs, list) else [])[:1]:
+        if not isinstance(org, dict):
+            break
+        facts["tenant_id"] = str(org.get("id") or tenant_id)
+        facts["display_name"] = str(org.get("displayName") or "")
+        for domain in org.get("verifiedDomains") or []:
+            if isinstance(domain, dict) and domain.get("isInitial") and domain.get("name"):
+                facts["default_domain"] = str(domain["name"])
     return facts
 
 

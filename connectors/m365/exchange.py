@@ -1,11 +1,28 @@
 """The Exchange Online and Security & Compliance admin API, the REST endpoint the Exchange V3
 PowerShell module itself uses: `POST …/adminapi/beta/{tenant}/InvokeCommand`. Get- cmdlets
-only; every `@odata.nextLink` is followed (the same body is posted to it)."""
+only; every `@odata.nextLink` is followed (the same body is posted to it).
+
+What public REST clients that work today do, and this client does too (sources in clouds.py and
+the README's Microsoft 365 section):
+- Exchange Online: POST straight to the cloud's host, anchored on the system mailbox by tenant id
+  (`APP:SystemMailbox{bb558c35-…}@<tenant id>`, as CIPP-API's New-ExoRequest sends).
+- Security & Compliance: first GET the module-file endpoint of the front door with redirects off;
+  its redirect names the tenant's region (`<prefix>.admin.protection.outlook.com:446`), whose REST
+  API is served from `<prefix>.ps.compliance.protection.outlook.com` on 443. POST there, anchored
+  by user principal name on the tenant's initial domain
+  (`UPN:SystemMailbox{bb558c35-…}@<tenant>.onmicrosoft.com`, CIPP-API's "compliance center
+  anchor" fix). A POST that is redirected is not followed with the token: the region is
+  discovered again, once.
+The service also answers without an anchor (ScubaGear posts none), so an anchor that cannot be
+worked out is left out rather than guessed.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
+import re
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,14 +33,37 @@ import httpx
 from connectors.m365.fetched import Fetched
 from connectors.m365.permissions import ADMIN_API_PERMISSION, READER_ROLE
 
-# The well-known system mailbox the module anchors app-only sessions on.
-_ANCHOR = "APP:SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}@"
+SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
 _PAGE_SIZE = 1000
+# The first label of a regional host: nam12b, eur02b, gcc02b …
+_PREFIX = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+Anchor = Callable[[], Awaitable[str | None]]
 
 
-def _origin(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+async def _no_anchor() -> str | None:
+    return None
+
+
+def regional_endpoint(template: str, location: str, base: str) -> str | None:
+    """The regional REST endpoint a front-door redirect names: the first label of the redirect's
+    host put into `template` (its port, 446, is the admin endpoint's, not the REST API's). None
+    when the redirect names no usable host. A template without `{prefix}` is used as it is."""
+    host = urllib.parse.urlsplit(urllib.parse.urljoin(base + "/", location)).hostname or ""
+    if not host or host == urllib.parse.urlsplit(base).hostname or _is_address(host):
+        return None  # a redirect to the front door itself, or to an address, names no region
+    prefix = host.split(".", 1)[0].lower()
+    if not _PREFIX.fullmatch(prefix):
+        return None
+    return template.replace("{prefix}", prefix).rstrip("/")
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class AdminApi:
@@ -37,6 +77,8 @@ class AdminApi:
         scope: str,
         tenant_id: str,
         now: Callable[[], dt.datetime],
+        anchor: Anchor = _no_anchor,
+        backend: str | None = None,
     ) -> None:
         self.http = http
         self.token = token
@@ -45,32 +87,49 @@ class AdminApi:
         self.scope = scope
         self.tenant_id = tenant_id
         self._now = now
+        self._anchor = anchor
+        # Where a front-door redirect sends this API: a template with "{prefix}", or None for
+        # an API that is not discovered (Exchange Online).
+        self.backend = backend
         self.region: str | None = None
+        self.discovery: dict[str, Any] = {}
+
+    async def _headers(self, cmdlet: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {await self.token(self.scope)}"}
+        anchor = await self._anchor()
+        if anchor:
+            headers["X-AnchorMailbox"] = anchor
+        if cmdlet is not None:
+            headers |= {
+                "X-ResponseFormat": "json",
+                "X-CmdletName": cmdlet,
+                "Prefer": f"odata.maxpagesize={_PAGE_SIZE}",
+                "client-request-id": str(uuid.uuid4()),
+                "Content-Type": "application/json",
+            }
+        return headers
 
     async def discover_region(self) -> None:
-        """The module-file request redirects to the tenant's region; later calls go there
-        directly instead of through the front door. Failing to discover is not an error."""
+        """Ask the front door which region serves the tenant (GET, redirects off). Without an
+        answer the front door itself is used: failing to discover is not an error."""
+        if self.backend is None:
+            return
         url = f"{self.base}/AdminApi/v1.0/{self.tenant_id}/EXOModuleFile"
+        self.region = None
         try:
-            response = await self.http.get(
-                url, headers={"Authorization": f"Bearer {await self.token(self.scope)}"}
-            )
-        except httpx.HTTPError:
+            response = await self.http.get(url, headers=await self._headers())
+            await response.aclose()
+        except httpx.HTTPError as exc:
+            self.discovery = {"url": url, "error": f"{type(exc).__name__}: {exc}"}
             return
         location = response.headers.get("Location")
+        self.discovery = {"url": url, "status": response.status_code}
         if response.is_redirect and location:
-            self.region = _origin(urllib.parse.urljoin(url, location))
-
-    def _headers(self, token: str, cmdlet: str) -> dict[str, str]:
-        return {
-            "Authorization": f"Bearer {token}",
-            "X-AnchorMailbox": f"{_ANCHOR}{self.tenant_id}",
-            "X-ResponseFormat": "json",
-            "X-CmdletName": cmdlet,
-            "Prefer": f"odata.maxpagesize={_PAGE_SIZE}",
-            "client-request-id": str(uuid.uuid4()),
-            "Content-Type": "application/json",
-        }
+            self.region = regional_endpoint(self.backend, location, self.base)
+            self.discovery |= {
+                "redirect_host": urllib.parse.urlsplit(urllib.parse.urljoin(url, location)).netloc,
+                "endpoint": self.region,
+            }
 
     def _failure(self, recorded: str, status: int, text: str) -> Fetched:
         reason = f"{recorded} answered {status or 'no response'}: {text}"
@@ -94,21 +153,51 @@ class AdminApi:
         body = json.dumps({"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters or {}}})
         url: str | None = self.endpoint(select)
         items: list[Any] = []
-        redirects = 0
+        rediscovered = False
         try:
             while url:
                 response = await self.http.post(
-                    url, content=body, headers=self._headers(await self.token(self.scope), cmdlet)
+                    url, content=body, headers=await self._headers(cmdlet)
                 )
-                if response.is_redirect and redirects < 3:
-                    redirects += 1
-                    url = _regional(urllib.parse.urljoin(url, response.headers.get("Location", "")))
-                    continue
+                if response.is_redirect:
+                    await response.aclose()
+                    target = response.headers.get("Location", "")
+                    if self.backend is not None and not rediscovered and not items:
+                        # The region moved: ask the front door again, then start over there.
+                        rediscovered = True
+                        await self.discover_region()
+                        url = self.endpoint(select)
+                        continue
+                    host = urllib.parse.urlsplit(urllib.parse.urljoin(url, target)).netloc
+                    return self._failure(
+                        recorded,
+                        response.status_code,
+                        f"redirected to {host or 'nowhere'}; a token is never sent after a "
+                        "redirect",
+                    )
                 if response.status_code != 200:
                     return self._failure(recorded, response.status_code, _error_text(response))
                 page = response.json()
+                if not isinstance(page, dict) or not isinstance(page.get("value", []), list):
+                    return Fetched(
+                        recorded,
+                        200,
+                        None,
+                        self._now(),
+                        f"{recorded} answered JSON that is not a page of objects",
+                    )
                 items.extend(page.get("value", []))
-                url = page.get("@odata.nextLink")
+                next_link = page.get("@odata.nextLink")
+                if not isinstance(next_link, str) or not next_link:
+                    break
+                if _origin(next_link) != _origin(url):
+                    return self._failure(
+                        recorded,
+                        200,
+                        f"its next page is on another host ({_origin(next_link)}); the token "
+                        "goes only to the host that was asked",
+                    )
+                url = next_link
         except json.JSONDecodeError as exc:
             return Fetched(
                 recorded,
@@ -122,15 +211,9 @@ class AdminApi:
         return Fetched(recorded, 200, items, self._now())
 
 
-def _regional(url: str) -> str:
-    """Security & Compliance redirects to `<region>.admin.protection.outlook.com:446`; the REST
-    API of that region is served from `<region>.ps.compliance.protection.outlook.com`."""
+def _origin(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if ".admin.protection." in host:
-        host = host.replace(".admin.protection.", ".ps.compliance.protection.")
-        return parts._replace(netloc=host).geturl()
-    return url
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def _error_text(response: httpx.Response) -> str:

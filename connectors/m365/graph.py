@@ -29,7 +29,7 @@ from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from connectors.m365.fetched import Fetched
-from connectors.m365.http import on_request_sent
+from connectors.m365.http import RETRY_STATUSES, on_request_sent, retry_after_seconds
 from connectors.m365.permissions import graph_permission
 
 BATCH_SIZE = 20
@@ -97,6 +97,7 @@ class GraphReader:
         base: str,
         scope: str,
         now: Callable[[], dt.datetime],
+        wait_to_retry: Callable[[int, float | None], Awaitable[bool]] | None = None,
     ) -> None:
         host = urllib.parse.urlsplit(base).hostname or ""
         auth = BaseBearerTokenAuthenticationProvider(_Tokens(token, scope, host))
@@ -111,6 +112,7 @@ class GraphReader:
         self.adapter.base_url = self.base
         self.client = GraphServiceClient(request_adapter=self.adapter)
         self._now = now
+        self._wait_to_retry = wait_to_retry
 
     async def _get_bytes(self, url: str, sent: Callable[[], None] | None = None) -> bytes:
         if sent is not None:
@@ -203,67 +205,98 @@ class GraphReader:
         return Fetched(recorded, 200, merged, self._now(), body=body)
 
     async def batch(self, paths: Iterable[str]) -> dict[str, Fetched]:
-        """Single-object GETs, twenty to a `$batch` call. Items that fail get their own error."""
+        """Single-object GETs, twenty to a `$batch` call. Items that fail get their own error.
+        An item answered 429 or 5xx inside the batch's 200 is asked again in a later batch, after
+        its own Retry-After (Graph's guidance on throttling and batching)."""
         wanted = list(dict.fromkeys(paths))
         out: dict[str, Fetched] = {}
-
-        def recorded_of(path: str) -> str:
-            return f"graph/v1.0/{path.split('?', 1)[0]}"
-
         for start in range(0, len(wanted), BATCH_SIZE):
             chunk = wanted[start : start + BATCH_SIZE]
-            ids = {str(uuid.uuid4()): path for path in chunk}
-            payload = {
-                "requests": [{"id": i, "method": "GET", "url": f"/{p}"} for i, p in ids.items()]
-            }
-            info = RequestInformation(Method.POST)
-            info.url = f"{self.base}/$batch"
-            info.set_stream_content(json.dumps(payload).encode(), "application/json")
-            info.headers.try_add("Accept", "application/json")
-            try:
-                raw = await self.adapter.send_primitive_async(info, "bytes", _ERRORS)
-                answers = json.loads(raw or b"{}").get("responses", [])
-            except Exception as exc:
-                for path in chunk:
-                    out[path] = self._failed(recorded_of(path), exc)
-                continue
-            for answer in answers:
-                found = ids.get(str(answer.get("id")))
-                if found is None:
-                    continue
-                path = found
-                recorded = recorded_of(path)
-                status = int(answer.get("status", 0))
-                body = answer.get("body")
-                if isinstance(body, str):  # a non-JSON (or base64) body
-                    try:
-                        body = json.loads(body)
-                    except json.JSONDecodeError:
-                        out[path] = Fetched(
-                            recorded,
-                            status,
-                            None,
-                            self._now(),
-                            f"{path} answered with malformed JSON inside $batch",
-                        )
-                        continue
-                if 200 <= status < 300:
-                    out[path] = Fetched(recorded, status, body, self._now())
-                else:
-                    error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-                    failure = ODataError()
-                    failure.response_status_code = status
-                    failure.message = f"{error.get('code')}: {error.get('message')}"
-                    out[path] = self._failed(recorded, failure)
+            attempt = 0
+            while chunk:
+                waits = await self._batch_once(chunk, out)
+                chunk = list(waits)
+                if not chunk:
+                    break
+                known = [w for w in waits.values() if w is not None]
+                retry_after = max(known) if known else None
+                if self._wait_to_retry is None or not await self._wait_to_retry(
+                    attempt, retry_after
+                ):
+                    break  # what was asked last stays as answered: an error of its own
+                attempt += 1
+        return out
+
+    async def _batch_once(
+        self, chunk: list[str], out: dict[str, Fetched]
+    ) -> dict[str, float | None]:
+        """One `$batch` call: its answers into `out`; returns the paths worth asking again
+        (throttled or a server fault), with the wait each answer asked for."""
+        ids = {str(uuid.uuid4()): path for path in chunk}
+        payload = {"requests": [{"id": i, "method": "GET", "url": f"/{p}"} for i, p in ids.items()]}
+        info = RequestInformation(Method.POST)
+        info.url = f"{self.base}/$batch"
+        info.set_stream_content(json.dumps(payload).encode(), "application/json")
+        info.headers.try_add("Accept", "application/json")
+        try:
+            raw = await self.adapter.send_primitive_async(info, "bytes", _ERRORS)
+            answers = json.loads(raw or b"{}").get("responses", [])
+            if not isinstance(answers, list):
+                raise ValueError("the $batch answer has no list of responses")
+        except Exception as exc:
             for path in chunk:
-                out.setdefault(
-                    path,
-                    Fetched(
-                        recorded_of(path),
-                        0,
+                out[path] = self._failed(_recorded_of(path), exc)
+            return {}
+        again: dict[str, float | None] = {}
+        for answer in answers:
+            found = ids.get(str(answer.get("id"))) if isinstance(answer, dict) else None
+            if found is None:
+                continue
+            path = found
+            recorded = _recorded_of(path)
+            status = int(answer.get("status", 0) or 0)
+            body = answer.get("body")
+            if isinstance(body, str):  # a non-JSON (or base64) body
+                try:
+                    body = json.loads(body)
+                except json.JSONDecodeError:
+                    out[path] = Fetched(
+                        recorded,
+                        status,
                         None,
                         self._now(),
-                        f"{path} got no answer inside $batch",
-                    ),
+                        f"{path} answered with malformed JSON inside $batch",
+                    )
+                    continue
+            if 200 <= status < 300:
+                out[path] = Fetched(recorded, status, body, self._now())
+                continue
+            error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+            failure = ODataError()
+            failure.response_status_code = status
+            failure.message = f"{error.get('code')}: {error.get('message')}"
+            out[path] = self._failed(recorded, failure)
+            if status in RETRY_STATUSES or status in (500, 502):
+                headers = answer.get("headers")
+                given = (
+                    next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+                    if isinstance(headers, dict)
+                    else None
                 )
-        return out
+                again[path] = retry_after_seconds(str(given) if given is not None else None)
+        for path in chunk:
+            out.setdefault(
+                path,
+                Fetched(
+                    _recorded_of(path),
+                    0,
+                    None,
+                    self._now(),
+                    f"{path} got no answer inside $batch",
+                ),
+            )
+        return again
+
+
+def _recorded_of(path: str) -> str:
+    return f"graph/v1.0/{path.split('?', 1)[0]}"

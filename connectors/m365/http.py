@@ -69,14 +69,24 @@ def read_only_problem(request: httpx.Request) -> str | None:
     return f"POST {path}"
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After value: seconds (Graph sends decimals such as 2.128) or an HTTP date."""
+    if not value or not value.strip():
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    parsed = email.utils.parsedate_to_datetime(value)
-    return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    return seconds if 0 <= seconds < float("inf") else None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    return retry_after_seconds(response.headers.get("Retry-After"))
 
 
 @dataclass
@@ -146,6 +156,19 @@ class GuardedTransport(httpx.AsyncBaseTransport):
                 )
             attempt += 1
             self.stats.retries += 1
+
+    async def wait_to_retry(self, attempt: int, retry_after: float | None) -> bool:
+        """For retries this layer cannot see, such as an item of a Graph `$batch` answered 429
+        inside a 200: wait as the answer asks (or back off), and say whether to try again."""
+        if attempt >= self.limits.retries:
+            return False
+        self.stats.retries += 1
+        await self._sleep(
+            min(retry_after, self.limits.max_backoff_seconds)
+            if retry_after is not None
+            else self._backoff(attempt)
+        )
+        return True
 
     def open_pool(self, url: str) -> None:
         """Make the pool for `url`'s host now (on first use it costs an import of httpcore and

@@ -9,27 +9,19 @@ the policies' business, never this module's.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.m365.conditional_access import policy_facts
 from connectors.m365.fetched import Fetched, FetchedMap
-
-# Authentication methods that resist phishing (the built-in "Phishing-resistant MFA" strength).
-PHISHING_RESISTANT = {"windowsHelloForBusiness", "fido2", "x509CertificateMultiFactor"}
-# Conditions that narrow a Conditional Access policy to some sign-ins only.
-_NARROWING = (
-    "userRiskLevels",
-    "signInRiskLevels",
-    "servicePrincipalRiskLevels",
-    "platforms",
-    "locations",
-    "devices",
-    "clientApplications",
-    "times",
-    "deviceStates",
+from connectors.m365.purview import (
+    UnreadableShape,
+    Workload,
+    location_facts,
+    sensitive_types,
 )
+
 # Unified audit log retention durations, in days.
 AUDIT_DURATIONS = {
     "SevenDays": 7,
@@ -38,7 +30,6 @@ AUDIT_DURATIONS = {
     "SixMonths": 180,
     "NineMonths": 270,
     "TwelveMonths": 365,
-    "OneYear": 365,
     "ThreeYears": 1095,
     "FiveYears": 1825,
     "SevenYears": 2555,
@@ -89,7 +80,10 @@ class _Reader:
 
     def value(self, path: str) -> list[Any]:
         data = self.get(path).data
-        return list(data.get("value", [])) if isinstance(data, dict) else list(data or [])
+        items = data.get("value", []) if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise UnreadableShape(f"{path}: the answer holds no list of items")
+        return list(items)
 
     def body(self, path: str) -> Any:
         return self.get(path).data
@@ -100,6 +94,9 @@ class _Reader:
             return None
         self.used.append(found)
         return found.data
+
+
+STRENGTHS_PATH = "graph/v1.0/identity/conditionalAccess/authenticationStrength/policies"
 
 
 class _Missing(Exception):
@@ -149,80 +146,6 @@ def _break_glass_ids(reader: _Reader, settings: M365Settings) -> set[str]:
     return ids
 
 
-def conditional_access_policy(
-    policy: dict[str, Any], break_glass: set[str], names: dict[str, str]
-) -> dict[str, Any]:
-    """One Conditional Access policy as facts: whom and what it covers, what it grants, and every
-    exclusion that is not a declared break-glass account."""
-    conditions = policy.get("conditions") or {}
-    users = conditions.get("users") or {}
-    apps = conditions.get("applications") or {}
-    grant = policy.get("grantControls") or {}
-    builtin = list(grant.get("builtInControls") or [])
-    strength = grant.get("authenticationStrength")
-    controls = [c for c in builtin if c != "block"] + (
-        ["authenticationStrength"] if strength else []
-    )
-    # With OR, "mfa or a compliant device" lets a sign-in through without MFA.
-    requires_mfa = bool("mfa" in builtin or strength) and (
-        (grant.get("operator") or "OR").upper() == "AND" or len(controls) == 1
-    )
-    strength_facts = None
-    if strength:
-        combinations = set(strength.get("allowedCombinations") or [])
-        strength_facts = {
-            "id": strength.get("id"),
-            "displayName": strength.get("displayName"),
-            "allowedCombinations": sorted(combinations),
-            "phishing_resistant": bool(combinations) and combinations <= PHISHING_RESISTANT,
-        }
-    exclusions: list[dict[str, Any]] = []
-    break_glass_excluded: list[dict[str, Any]] = []
-    for user_id in users.get("excludeUsers") or []:
-        entry = {"kind": "user", "id": user_id, "name": names.get(user_id, user_id)}
-        (break_glass_excluded if user_id in break_glass else exclusions).append(entry)
-    for kind, key in (("group", "excludeGroups"), ("role", "excludeRoles")):
-        for object_id in users.get(key) or []:
-            exclusions.append(
-                {"kind": kind, "id": object_id, "name": names.get(object_id, object_id)}
-            )
-    guests = users.get("excludeGuestsOrExternalUsers")
-    if guests:
-        exclusions.append(
-            {
-                "kind": "guests",
-                "id": None,
-                "name": guests.get("guestOrExternalUserTypes", "guests or external users"),
-            }
-        )
-    for app in apps.get("excludeApplications") or []:
-        exclusions.append({"kind": "application", "id": app, "name": app})
-    client_apps = list(conditions.get("clientAppTypes") or ["all"])
-    scoped_by = [c for c in _NARROWING if conditions.get(c)]
-    if client_apps != ["all"]:
-        scoped_by.append("clientAppTypes")
-    return {
-        "id": policy.get("id"),
-        "displayName": policy.get("displayName"),
-        "state": policy.get("state"),
-        "enforced": policy.get("state") == "enabled",
-        "all_users": "All" in (users.get("includeUsers") or []),
-        "all_applications": "All" in (apps.get("includeApplications") or []),
-        "include_roles": list(users.get("includeRoles") or []),
-        "exclude_roles": list(users.get("excludeRoles") or []),
-        "client_app_types": client_apps,
-        "scoped_by": scoped_by,
-        "grant_operator": grant.get("operator"),
-        "grant_controls": builtin,
-        "requires_mfa": requires_mfa,
-        "blocks": "block" in builtin,
-        "authentication_strength": strength_facts,
-        "phishing_resistant": bool(strength_facts and strength_facts["phishing_resistant"]),
-        "unexpected_exclusions": exclusions,
-        "break_glass_exclusions": break_glass_excluded,
-    }
-
-
 def _ca(reader: _Reader, settings: M365Settings) -> list[dict[str, Any]]:
     if "ca" in reader.memo:
         facts, used = reader.memo["ca"]
@@ -232,9 +155,23 @@ def _ca(reader: _Reader, settings: M365Settings) -> list[dict[str, Any]]:
     names = _names(reader)
     break_glass = _break_glass_ids(reader, settings)
     policies = reader.value("graph/v1.0/identity/conditionalAccess/policies")
-    facts = [conditional_access_policy(p, break_glass, names) for p in policies]
+    strengths = _strengths(reader, policies)
+    facts = [policy_facts(p, break_glass, names, strengths) for p in policies]
     reader.memo["ca"] = (facts, reader.used[start:])
     return facts
+
+
+def _strengths(reader: _Reader, policies: list[Any]) -> dict[str, Mapping[str, Any]]:
+    """The tenant's authentication strengths (built-in and custom) by id, read when a policy
+    grants one: a strength is judged by the combinations the tenant's own list gives it."""
+    if not any(
+        isinstance((p.get("grantControls") or {}).get("authenticationStrength"), dict)
+        for p in policies
+    ):
+        return {}
+    listed = reader.optional(STRENGTHS_PATH)
+    items = listed.get("value") if isinstance(listed, dict) else None
+    return {str(s["id"]): s for s in items or [] if isinstance(s, dict) and "id" in s}
 
 
 def _role_coverage(reader: _Reader, settings: M365Settings) -> list[dict[str, Any]]:
@@ -305,62 +242,45 @@ def _registration(reader: _Reader, settings: M365Settings) -> list[dict[str, Any
     return out
 
 
-def _locations(policy: dict[str, Any], key: str) -> bool:
-    """Whether a location property covers everything: `All`, as a string or a location object."""
-    value = policy.get(key)
-    items = value if isinstance(value, list) else [value] if value else []
-    for item in items:
-        name = (
-            item
-            if isinstance(item, str)
-            else (item or {}).get("Name") or (item or {}).get("DisplayName")
-        )
-        if isinstance(name, str) and name.lower() == "all":
-            return True
-    return False
-
-
-def _sensitive_types(rule: dict[str, Any]) -> list[str]:
-    """Names of the sensitive information types a DLP rule detects, from the classic parameter
-    or from the AdvancedRule JSON of newer rules."""
-    found: list[str] = []
-    for entry in rule.get("ContentContainsSensitiveInformation") or []:
-        # Over REST each type is a list of {"_key": ..., "_value": ...} pairs; through the
-        # PowerShell module it is a hashtable. Both are read.
-        if isinstance(entry, list):
-            entry = {
-                pair.get("_key"): pair.get("_value") for pair in entry if isinstance(pair, dict)
-            }
-        if isinstance(entry, dict):
-            for key, value in entry.items():
-                if key.lower() == "name" and isinstance(value, str):
-                    found.append(value)
-                elif key.lower() == "groups" and isinstance(value, list):
-                    for group in value:
-                        for sit in (group or {}).get("sensitivetypes", []) or []:
-                            if isinstance(sit, dict) and isinstance(sit.get("name"), str):
-                                found.append(sit["name"])
-    advanced = rule.get("AdvancedRule")
-    if isinstance(advanced, str) and advanced.strip():
-        try:
-            tree = json.loads(advanced)
-        except json.JSONDecodeError:
-            tree = None
-        stack = [tree]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, dict):
-                if node.get("ConditionName") == "ContentContainsSensitiveInformation":
-                    stack.append(node.get("Value"))
-                name = node.get("name") or node.get("Name")
-                if isinstance(name, str) and (
-                    "mincount" in {k.lower() for k in node} or "id" in node
-                ):
-                    found.append(name)
-                stack.extend(node.values())
-            elif isinstance(node, list):
-                stack.extend(node)
-    return sorted(set(found))
+# Workloads of a DLP policy, and of a retention policy, with the parameters that scope each. A
+# parameter of a workload's prefix that is not listed as neutral limits that workload whenever it
+# holds a value (exceptions, senders, "shared by", adaptive scopes, and any newer one).
+# Neutral: identity and version fields every object has, and on-premises locations (another
+# workload). Names from the published Get-DlpCompliancePolicy object (ScubaGear's provider export
+# sample) and the New-DlpCompliancePolicy / New-RetentionCompliancePolicy references.
+_NEUTRAL = frozenset(
+    {
+        "ExchangeObjectId",
+        "ExchangeVersion",
+        "ExchangeOnPremisesLocation",
+        "SharePointOnPremisesLocation",
+        "SharePointOnPremisesLocationException",
+    }
+)
+DLP_WORKLOADS = (
+    Workload("exchange", "ExchangeLocation", ("Exchange", "ExceptIfExchange"), _NEUTRAL),
+    Workload("sharepoint", "SharePointLocation", ("SharePoint", "ExceptIfSharePoint"), _NEUTRAL),
+    Workload("onedrive", "OneDriveLocation", ("OneDrive", "ExceptIfOneDrive"), _NEUTRAL),
+    Workload("teams", "TeamsLocation", ("Teams", "ExceptIfTeams"), _NEUTRAL),
+)
+RETENTION_WORKLOADS = (
+    Workload("exchange", "ExchangeLocation", ("Exchange",), _NEUTRAL),
+    Workload("sharepoint", "SharePointLocation", ("SharePoint",), _NEUTRAL),
+    Workload("onedrive", "OneDriveLocation", ("OneDrive",), _NEUTRAL),
+    Workload("teams_chat", "TeamsChatLocation", ("TeamsChat",), _NEUTRAL),
+    Workload("teams_channel", "TeamsChannelLocation", ("TeamsChannel",), _NEUTRAL),
+)
+# Parameters that limit every workload of a policy: administrative units, generic location
+# exclusions, adaptive scopes (a retention policy's show on output as DynamicScopeLocation).
+DLP_POLICY_WIDE = ("PolicyRBACScopes", "LocationExclusions")
+RETENTION_POLICY_WIDE = (
+    "PolicyRBACScopes",
+    "AdaptiveScopeLocation",
+    "AdaptiveScopeLocationException",
+    "DynamicScopeLocation",
+    "DynamicScopeLocationException",
+    "IsAdaptivePolicy",
+)
 
 
 def _with_rules(
@@ -368,13 +288,46 @@ def _with_rules(
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Each compliance policy with its rules. A rule names its policy by name or by Guid,
     depending on the cmdlet (`ParentPolicyName` for DLP, `Policy` for retention)."""
-    policies = strip_annotations(reader.body(policies_path) or [])
-    rules = strip_annotations(reader.body(rules_path) or [])
+    policies = _objects(reader, policies_path)
+    rules = _objects(reader, rules_path)
     paired = []
     for policy in policies:
         names = {policy.get(k) for k in ("Name", "Identity", "Guid", "ExchangeObjectId")} - {None}
         paired.append((policy, [r for r in rules if any(r.get(link) in names for link in links)]))
     return paired
+
+
+def _objects(reader: _Reader, path: str) -> list[dict[str, Any]]:
+    """A cmdlet's answer: a list of objects, or an error naming the cmdlet. Worked out once a
+    run (several sections read Get-Mailbox, which is a tenant's worth of objects)."""
+    key = f"objects:{path}"
+    if key not in reader.memo:
+        body = strip_annotations(reader.body(path) or [])
+        if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
+            raise UnreadableShape(f"{path.split('/', 1)[1]}: the answer is not a list of objects")
+        reader.memo[key] = (body, [reader.fetched[path]])
+        return body
+    body, used = reader.memo[key]
+    reader.used.extend(used)
+    return list(body)
+
+
+def _dlp_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    try:
+        detects = sensitive_types(rule)
+    except UnreadableShape as exc:
+        raise UnreadableShape(f"Get-DlpComplianceRule: {exc}") from None
+    mode = rule.get("Mode")
+    return {
+        "Name": rule.get("Name"),
+        "Mode": mode,
+        # A rule counts while it is on and enforced (not being deleted, not auditing only).
+        "enabled": (rule.get("Disabled") is False or "Disabled" not in rule)
+        and mode in (None, "Enforce"),
+        "detects": detects,
+        "blocks": rule.get("BlockAccess") is True,
+        "encrypts": bool(rule.get("EncryptRMSTemplate")),
+    }
 
 
 def _dlp(reader: _Reader) -> list[dict[str, Any]]:
@@ -385,36 +338,23 @@ def _dlp(reader: _Reader) -> list[dict[str, Any]]:
         "compliance/Get-DlpComplianceRule",
         ("ParentPolicyName", "Policy"),
     ):
+        covered, limits = location_facts(policy, DLP_WORKLOADS, DLP_POLICY_WIDE)
         out.append(
             {
                 "Name": policy.get("Name"),
                 "Mode": policy.get("Mode"),
                 "Enabled": policy.get("Enabled"),
-                "locations": {
-                    "exchange_all": _locations(policy, "ExchangeLocation"),
-                    "sharepoint_all": _locations(policy, "SharePointLocation"),
-                    "onedrive_all": _locations(policy, "OneDriveLocation"),
-                    "teams_all": _locations(policy, "TeamsLocation"),
-                },
-                "rules": [
-                    {
-                        "Name": r.get("Name"),
-                        "enabled": not r.get("Disabled", False),
-                        "detects": _sensitive_types(r),
-                        "blocks": bool(r.get("BlockAccess")),
-                        "encrypts": bool(
-                            r.get("EncryptRMSTemplate") or r.get("ApplyRightsProtection")
-                        ),
-                    }
-                    for r in mine
-                ],
+                "DistributionStatus": policy.get("DistributionStatus"),
+                "locations": covered,
+                "location_limits": {k: v for k, v in limits.items() if v},
+                "rules": [_dlp_rule(r) for r in mine],
             }
         )
     return out
 
 
 def _duration_days(value: Any) -> int | None:
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
@@ -429,18 +369,15 @@ def _retention(reader: _Reader) -> list[dict[str, Any]]:
         "compliance/Get-RetentionComplianceRule",
         ("Policy",),
     ):
+        covered, limits = location_facts(policy, RETENTION_WORKLOADS, RETENTION_POLICY_WIDE)
         out.append(
             {
                 "Name": policy.get("Name"),
                 "Enabled": policy.get("Enabled"),
                 "Mode": policy.get("Mode"),
-                "locations": {
-                    "exchange_all": _locations(policy, "ExchangeLocation"),
-                    "sharepoint_all": _locations(policy, "SharePointLocation"),
-                    "onedrive_all": _locations(policy, "OneDriveLocation"),
-                    "teams_chat_all": _locations(policy, "TeamsChatLocation"),
-                    "teams_channel_all": _locations(policy, "TeamsChannelLocation"),
-                },
+                "DistributionStatus": policy.get("DistributionStatus"),
+                "locations": covered,
+                "location_limits": {k: v for k, v in limits.items() if v},
                 "rules": [
                     {
                         "Name": r.get("Name"),
@@ -456,7 +393,7 @@ def _retention(reader: _Reader) -> list[dict[str, Any]]:
 
 
 def _audit_retention(reader: _Reader) -> list[dict[str, Any]]:
-    policies = strip_annotations(reader.body("compliance/Get-UnifiedAuditLogRetentionPolicy") or [])
+    policies = _objects(reader, "compliance/Get-UnifiedAuditLogRetentionPolicy")
     return [
         {
             "Name": p.get("Name"),
@@ -497,6 +434,93 @@ def _dkim_domains(reader: _Reader) -> list[dict[str, Any]]:
     return out
 
 
+CLASSIFICATIONS_PATH = (
+    "graph/v1.0/servicePrincipals(appId='00000003-0000-0000-c000-000000000000')"
+    "/delegatedPermissionClassifications"
+)
+_SELF_CONSENT = "managepermissiongrantsforself."
+_LOW_IMPACT = "microsoft-user-default-low"
+
+
+def _user_consent(reader: _Reader, _settings: M365Settings) -> dict[str, Any]:
+    """What users may consent to on their own: the consent policies assigned to the default
+    user role (ids lower-cased: tenants and docs spell the prefix differently), and, when the
+    "low impact" policy is one of them, the permissions the tenant classifies as low impact."""
+    policy = _single(reader, "graph/v1.0/policies/authorizationPolicy")
+    permissions = policy.get("defaultUserRolePermissions")
+    assigned = (
+        permissions.get("permissionGrantPoliciesAssigned")
+        if isinstance(permissions, dict)
+        else None
+    )
+    if not isinstance(assigned, list):
+        raise UnreadableShape(
+            "policies/authorizationPolicy: defaultUserRolePermissions."
+            "permissionGrantPoliciesAssigned is not a list"
+        )
+    own = [
+        str(p)[len(_SELF_CONSENT) :].lower()
+        for p in assigned
+        if str(p).lower().startswith(_SELF_CONSENT)
+    ]
+    low: list[str] = []
+    if _LOW_IMPACT in own:
+        for item in reader.value(CLASSIFICATIONS_PATH):
+            if not isinstance(item, dict):
+                raise UnreadableShape(
+                    "delegatedPermissionClassifications: an item is not an object"
+                )
+            if str(item.get("classification", "")).lower() == "low":
+                low.append(str(item.get("permissionName")))
+    return {
+        "permissionGrantPoliciesAssigned": [str(p) for p in assigned],
+        "self_consent_policies": own,
+        "low_impact_permissions": sorted(low),
+    }
+
+
+def _single(reader: _Reader, path: str) -> dict[str, Any]:
+    """A Graph singleton. v1.0 sends the object itself; some published examples wrap it in
+    `value` (an object, or a one-item list as beta does): all three are read."""
+    body = strip_annotations(reader.body(path))
+    inner = body.get("value") if isinstance(body, dict) else None
+    if isinstance(inner, dict):
+        body = inner
+    elif isinstance(inner, list) and len(inner) == 1 and isinstance(inner[0], dict):
+        body = inner[0]
+    if not isinstance(body, dict):
+        raise UnreadableShape(f"{path.removeprefix('graph/v1.0/')}: the answer is not an object")
+    return body
+
+
+def _mailbox_auditing(reader: _Reader, _settings: M365Settings) -> dict[str, Any]:
+    """Whether mailbox actions are audited: the organisation's default, and the accounts that
+    bypass it. While auditing is on by default, Microsoft ignores a mailbox's own AuditEnabled
+    (Purview, "Manage mailbox auditing"); those mailboxes are listed, and marked as ignored."""
+    org = _objects(reader, "exo/Get-OrganizationConfig")
+    if len(org) != 1:
+        raise UnreadableShape(f"Get-OrganizationConfig: {len(org)} objects where one was expected")
+    disabled = org[0].get("AuditDisabled")
+    bypass = _objects(reader, "exo/Get-MailboxAuditBypassAssociation")
+    mailboxes = _objects(reader, "exo/Get-Mailbox")
+    return {
+        "AuditDisabled": disabled,
+        "accounts_checked_for_bypass": len(bypass),
+        # An account whose AuditBypassEnabled is anything but false is counted as bypassing.
+        "bypassed": [
+            {"Identity": b.get("Identity"), "Name": b.get("Name")}
+            for b in bypass
+            if b.get("AuditBypassEnabled") is not False
+        ],
+        "mailboxes_audit_enabled_false": [
+            m.get("Identity") or m.get("UserPrincipalName")
+            for m in mailboxes
+            if m.get("AuditEnabled") is False
+        ],
+        "mailbox_audit_enabled_ignored": disabled is False,
+    }
+
+
 def _vendors(reader: _Reader) -> list[dict[str, Any]]:
     services = {"entra-id"}
     scores = reader.optional("graph/v1.0/security/secureScores")
@@ -510,7 +534,7 @@ def _vendors(reader: _Reader) -> list[dict[str, Any]]:
 
 
 def _cmdlet(path: str) -> Callable[[_Reader, M365Settings], Any]:
-    return lambda reader, _settings: strip_annotations(reader.body(path) or [])
+    return lambda reader, _settings: _objects(reader, path)
 
 
 def _body(path: str) -> Callable[[_Reader, M365Settings], Any]:
@@ -531,6 +555,7 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.entra.role_coverage": _role_coverage,
     "m365.entra.user_registration": _registration,
     "m365.entra.authorization_policy": _body("graph/v1.0/policies/authorizationPolicy"),
+    "m365.entra.user_consent": _user_consent,
     "m365.entra.authentication_methods_policy": _body(
         "graph/v1.0/policies/authenticationMethodsPolicy"
     ),
@@ -538,7 +563,7 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.entra.secure_score": lambda r, _s: strip_annotations(
         r.value("graph/v1.0/security/secureScores")[:1]
     ),
-    "m365.sharepoint.settings": _body("graph/v1.0/admin/sharepoint/settings"),
+    "m365.sharepoint.settings": lambda r, _s: _single(r, "graph/v1.0/admin/sharepoint/settings"),
     "m365.exo.transport_config": _cmdlet("exo/Get-TransportConfig"),
     "m365.exo.organization_config": _cmdlet("exo/Get-OrganizationConfig"),
     "m365.exo.admin_audit_log_config": _cmdlet("exo/Get-AdminAuditLogConfig"),
@@ -550,6 +575,7 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.exo.irm_configuration": _cmdlet("exo/Get-IRMConfiguration"),
     "m365.exo.owa_mailbox_policies": _cmdlet("exo/Get-OwaMailboxPolicy"),
     "m365.exo.mailboxes": _cmdlet("exo/Get-Mailbox"),
+    "m365.exo.mailbox_auditing": _mailbox_auditing,
     "m365.exo.accepted_domains": _cmdlet("exo/Get-AcceptedDomain"),
     "m365.purview.dlp": lambda r, _s: _dlp(r),
     "m365.purview.retention": lambda r, _s: _retention(r),
@@ -583,8 +609,24 @@ def normalise(
             source = _source_of(reader.used) or _source_for_path(missing.path)
             out.append(SectionOut(name, None, source, _raws(reader.used), "error", missing.reason))
             continue
+        except Exception as exc:  # one odd answer costs its own section, no more
+            out.append(_unreadable(name, reader, exc))
+            continue
         out.append(SectionOut(name, data, _source_of(reader.used), _raws(reader.used)))
     return out
+
+
+def _unreadable(name: str, reader: _Reader, exc: Exception) -> SectionOut:
+    """A section whose answers have a shape this code does not understand: `error`, naming what
+    was being read, so the controls that need it (and only those) cannot pass."""
+    source = _source_of(reader.used) or name
+    what = str(exc) if isinstance(exc, UnreadableShape) else f"{type(exc).__name__}: {exc}"
+    reason = (
+        f"could not read {source}: {what}. The answer has a shape commsaudit does not "
+        "understand; a pseudonymised recording (commsaudit record --pseudonymise) helps us "
+        "support it"
+    )
+    return SectionOut(name, None, source, _raws(reader.used), "error", reason)
 
 
 def _source_of(used: Iterable[Fetched]) -> str:

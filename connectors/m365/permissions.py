@@ -18,6 +18,7 @@ GRAPH_PERMISSIONS: dict[str, str] = {
     "graph/v1.0/security/secureScores": "SecurityEvents.Read.All",
     "graph/v1.0/users": "User.Read.All",
     "graph/v1.0/groups": "GroupMember.Read.All",
+    "graph/v1.0/servicePrincipals": "Application.Read.All",
 }
 ADMIN_API_PERMISSION = "Exchange.ManageAsApp"
 READER_ROLE = "Global Reader"
@@ -34,7 +35,11 @@ def permissions() -> list[Permission]:
     out = [
         Permission(f"Microsoft Graph application permission {p}", why)
         for p, why in (
-            ("Policy.Read.All", "Conditional Access, security defaults, authorization policy"),
+            (
+                "Policy.Read.All",
+                "Conditional Access, authentication strengths, security defaults, authorization "
+                "policy",
+            ),
             ("Policy.Read.AuthenticationMethod", "authentication methods policy"),
             ("AuditLog.Read.All", "MFA registration (userRegistrationDetails; needs Entra ID P1)"),
             (
@@ -42,6 +47,11 @@ def permissions() -> list[Permission]:
                 "which accounts are enabled members, and break-glass accounts by name",
             ),
             ("GroupMember.Read.All", "names of groups excluded from Conditional Access"),
+            (
+                "Application.Read.All",
+                "which permissions users may consent to as 'low impact' (Microsoft Graph's "
+                "delegated permission classifications)",
+            ),
             ("RoleManagement.Read.Directory", "directory roles and their assignments"),
             ("Domain.Read.All", "verified domains that send mail (DKIM)"),
             ("Organization.Read.All", "the tenant's identity"),

@@ -1,10 +1,14 @@
 """The sandbox server: a recorded tenant answered the way Microsoft's services answer.
 
 Five listeners on 127.0.0.1, one for each service host the connector talks to: the identity
-platform (OpenID configuration and token endpoint), Microsoft Graph, the Exchange admin API
-front door (which redirects to a "regional" listener, as the real one redirects to a regional
-host), that regional Exchange listener, and Security & Compliance. Every listener checks the
-bearer token's audience, refuses anything that is not a read, and logs what it was asked.
+platform (OpenID configuration and token endpoint), Microsoft Graph, the Exchange admin API, the
+Security & Compliance front door, and that service's "regional" host. As the real front door
+does, the compliance one answers the module-file GET with a redirect naming the tenant's region
+(`<prefix>.admin.protection.outlook.com:446`, whose REST API a client finds on its regional
+listener at `/<prefix>/adminapi/...`), and redirects an InvokeCommand POST instead of serving it.
+Every listener checks the bearer token's audience, refuses anything that is not a read, and logs
+what it was asked, with the anchor mailbox it was given (requests without one are served, as the
+service serves them).
 """
 
 from __future__ import annotations
@@ -33,22 +37,32 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from connectors.m365.sandbox import jwt
 from connectors.m365.sandbox.pki import SandboxPki, make_pki
 
-ROLES = ("login", "graph", "exchange", "exchange-regional", "compliance")
+ROLES = ("login", "graph", "exchange", "compliance", "compliance-regional")
+# The region the compliance front door names, as a real one names nam12b or eur02b.
+REGION_PREFIX = "sbx01b"
 CLIENT_ID = "5e0c7d6f-1b2a-4c3d-9e8f-0a1b2c3d4e5f"
 SECRET_ENV = "COMMSAUDIT_M365_CLIENT_SECRET"  # noqa: S105 - a variable's name
 FEDERATED_ISSUER = "https://token.actions.githubusercontent.com"
 FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
-# Token scopes (per national cloud) -> the audience they grant.
+# Token resources (per national cloud) -> the audience they grant. Written from Microsoft's
+# documentation and working REST clients, not from the connector's own table, so a wrong host in
+# the connector fails here as it would at login.microsoftonline.*:
+# - Graph: Graph docs, concepts/deployments.md (global/GCC, GCC High, DoD service roots).
+# - Exchange Online: Connect-ExchangeOnline.md -ConnectionUri (outlook.office365.com, GCC High
+#   outlook.office365.us); DoD's REST resource outlook-dod.office365.us (ScubaGear
+#   EXORestHelper.psm1, Microsoft CSS-Exchange; DoD endpoints list, Exchange Online ID 1).
+# - Security & Compliance: connect-to-scc-powershell.md (ps.compliance.protection.outlook.com,
+#   GCC High ps.compliance.protection.office365.us); DoD's REST resource, the same .us host
+#   (ScubaGear EXORestHelper.psm1).
 _SCOPE_AUDIENCE = {
     "graph.microsoft.com": "graph",
     "graph.microsoft.us": "graph",
     "dod-graph.microsoft.us": "graph",
     "outlook.office365.com": "exchange",
     "outlook.office365.us": "exchange",
-    "webmail.apps.mil": "exchange",
+    "outlook-dod.office365.us": "exchange",
     "ps.compliance.protection.outlook.com": "compliance",
     "ps.compliance.protection.office365.us": "compliance",
-    "l5.ps.compliance.protection.office365.us": "compliance",
 }
 # Graph paths that need a licence the tenant may lack: answered as the service answers then.
 _LICENSED = {
@@ -69,6 +83,8 @@ class Faults:
 
     latency_ms: int = 0
     throttle_every: int = 0
+    # Every Nth item inside a Graph $batch is answered 429 (in a 200 envelope, as Graph does).
+    throttle_batch_items: int = 0
     fail: tuple[str, ...] = ()
     malformed: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
@@ -87,6 +103,7 @@ class Logged:
     recorded: str | None
     status: int
     detail: str = ""
+    anchor: str | None = None
 
 
 class _Drop(Exception):
@@ -226,13 +243,17 @@ class _Handler(BaseHTTPRequestHandler):
             payload = gzip.compress(payload, compresslevel=1, mtime=0)
             headers["Content-Encoding"] = "gzip"
         sandbox.wait_out(started)
+        # Logged before the answer leaves, so a client that has its answer finds it logged.
+        anchor = next((v for k, v in self.headers.items() if k.lower() == "x-anchormailbox"), None)
+        sandbox.record(
+            Logged(self.server.role, method, self.path, recorded, answer.status, anchor=anchor)
+        )
         self.send_response(answer.status)
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
-        sandbox.record(Logged(self.server.role, method, self.path, recorded, answer.status))
 
 
 def _error(status: int, code: str, message: str) -> _Answer:
@@ -277,6 +298,7 @@ class Sandbox:
         self.refused: list[Logged] = []
         self.verbose = verbose
         self._count = 0
+        self._batch_items = 0
         self._lock = threading.Lock()
         self._servers: dict[str, _Server] = {}
         self._threads: list[threading.Thread] = []
@@ -321,6 +343,8 @@ class Sandbox:
             "graph": self.origin("graph"),
             "exchange": self.origin("exchange"),
             "compliance": self.origin("compliance"),
+            # Where a region's REST API is: the regional listener, the prefix in its path.
+            "compliance_backend": self.origin("compliance-regional") + "/{prefix}",
             "ca_bundle": str(self.files["ca"]),
         }
 
@@ -673,11 +697,25 @@ class Sandbox:
                 url = "/v1.0" + (url if url.startswith("/") else "/" + url)
             path, query = _query(url)
             recorded = "graph" + urllib.parse.unquote(path)
+            throttled = False
+            if self.faults.throttle_batch_items:
+                with self._lock:
+                    self._batch_items += 1
+                    throttled = self._batch_items % self.faults.throttle_batch_items == 0
             if method != "GET":
                 self.record(
                     Logged("graph", method, path, recorded, 405, "refused: write inside $batch")
                 )
                 answer = _error(405, "MethodNotAllowed", "the sandbox is read-only")
+            elif throttled:
+                # As Graph's throttling guidance describes: the item is 429 with its own
+                # Retry-After (a decimal, as Graph sends), inside a 200 envelope.
+                answer = _Answer(
+                    429,
+                    {"error": {"code": "TooManyRequests", "message": "Please retry again later."}},
+                    headers={"Retry-After": "0.2"},
+                )
+                self.record(Logged("graph", "GET", f"$batch {path}", recorded, 429, "throttled"))
             else:
                 answer = self._graph_get(server, recorded, path, query)
                 self.record(Logged("graph", "GET", f"$batch {path}", recorded, answer.status))
@@ -688,7 +726,7 @@ class Sandbox:
                 {
                     "id": item.get("id"),
                     "status": answer.status,
-                    "headers": {"Content-Type": "application/json"},
+                    "headers": {"Content-Type": "application/json", **answer.headers},
                     "body": item_body,
                 }
             )
@@ -705,15 +743,25 @@ class Sandbox:
         body: bytes,
     ) -> tuple[_Answer, str | None]:
         parts = [p for p in path.split("/") if p]
+        if server.role == "compliance-regional":
+            # The region's REST API lives under its prefix (see `endpoints`).
+            if not parts or parts[0] != REGION_PREFIX:
+                return _error(
+                    404, "NotFound", f"no region {parts[0] if parts else ''!r} here"
+                ), None
+            parts = parts[1:]
         lowered = [p.lower() for p in parts]
         if (
-            server.role == "exchange"
+            server.role == "compliance"
             and method == "GET"
             and lowered[:2] == ["adminapi", "v1.0"]
             and lowered[3:] == ["exomodulefile"]
         ):
-            # The front door sends the client to its region.
-            location = f"{self.origin('exchange-regional')}{path}"
+            # The front door names the tenant's region (the admin endpoint, port 446).
+            location = (
+                f"https://{REGION_PREFIX}.admin.protection.outlook.com:446/AdminApi/v1.0/"
+                f"{parts[2]}/EXOModuleFile"
+            )
             return _Answer(302, {"error": "moved"}, headers={"Location": location}), None
         if (
             method != "POST"
@@ -725,14 +773,16 @@ class Sandbox:
             return self._refuse(
                 server, method, path, "only InvokeCommand with Get- cmdlets is served"
             ), None
-        audience = "compliance" if server.role == "compliance" else "exchange"
+        if server.role == "compliance":
+            # The front door does not serve the REST API: it sends the client to the region.
+            regional = f"{self.origin('compliance-regional')}/{REGION_PREFIX}{path}"
+            return _Answer(302, {"error": "moved"}, headers={"Location": regional}), None
+        audience = "compliance" if server.role.startswith("compliance") else "exchange"
         problem = self._authorised(headers, audience)
         if problem:
             return problem, None
         if parts[2] not in (self.tenant.tenant_id, self.tenant.default_domain):
             return _error(404, "NotFound", f"tenant {parts[2]} is not served here"), None
-        if not any(k.lower() == "x-anchormailbox" for k in headers):
-            return _error(400, "BadRequest", "X-AnchorMailbox header is required."), None
         try:
             cmdlet_input = json.loads(body)["CmdletInput"]
             name = str(cmdlet_input["CmdletName"])
@@ -757,8 +807,9 @@ class Sandbox:
             with contextlib.suppress(ValueError):
                 size = min(size, int(prefer.split("maxpagesize", 1)[1].strip(" =")))
         start = int(query.get("$skiptoken", "0") or 0)
+        base = server.origin + (f"/{REGION_PREFIX}" if server.role == "compliance-regional" else "")
         envelope: dict[str, Any] = {
-            "@odata.context": f"{server.origin}/adminapi/beta/{parts[2]}"
+            "@odata.context": f"{base}/adminapi/beta/{parts[2]}"
             "/$metadata#Collection(Exchange.GenericHashTable)",
             "adminapi.warnings@odata.type": "#Collection(String)",
             "@adminapi.warnings": [],

@@ -1,0 +1,239 @@
+"""A Conditional Access policy as facts: whom and what it covers, what limits it to some sign-ins,
+and whether its grant can be met without multi-factor authentication.
+
+The rule throughout is that a value this module does not understand never widens coverage: a
+condition it does not know, present with a value, limits the policy; an authentication method it
+does not know is not multi-factor; a grant operator it does not know requires nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Authentication method modes (Graph's authenticationMethodModes) that are multi-factor on their
+# own; the built-in "Multifactor authentication" strength lists each of them alone.
+MULTIFACTOR_ALONE = frozenset(
+    {
+        "windowsHelloForBusiness",
+        "fido2",
+        "x509CertificateMultiFactor",
+        "deviceBasedPush",
+        "temporaryAccessPassOneTime",
+        "temporaryAccessPassMultiUse",
+        "federatedMultiFactor",
+    }
+)
+# Every mode Graph documents. A combination of two of them ("password,sms") is two factors.
+KNOWN_MODES = MULTIFACTOR_ALONE | {
+    "password",
+    "voice",
+    "hardwareOath",
+    "softwareOath",
+    "sms",
+    "microsoftAuthenticatorPush",
+    "email",
+    "x509CertificateSingleFactor",
+    "federatedSingleFactor",
+    "qrCodePin",
+}
+# The built-in "Phishing-resistant MFA" strength.
+PHISHING_RESISTANT = frozenset({"windowsHelloForBusiness", "fido2", "x509CertificateMultiFactor"})
+
+# Condition keys read on their own below; every other key of `conditions` limits the policy
+# whenever it holds a value (a risk level, a platform, a location, a device filter, an insider
+# risk level, an authentication flow, a workload identity, or something added after this code).
+_READ_SEPARATELY = frozenset({"users", "applications", "clientAppTypes"})
+_USER_KEYS = frozenset(
+    {
+        "includeUsers",
+        "excludeUsers",
+        "includeGroups",
+        "excludeGroups",
+        "includeRoles",
+        "excludeRoles",
+        "includeGuestsOrExternalUsers",
+        "excludeGuestsOrExternalUsers",
+    }
+)
+_APPLICATION_KEYS = frozenset({"includeApplications", "excludeApplications"})
+
+
+def _empty(value: Any) -> bool:
+    """Unset, as Graph writes an unset condition: null, [], {}, "" (or an object of those)."""
+    if value is None or value == "" or value == [] or value == {}:
+        return True
+    if isinstance(value, Mapping):
+        return all(_empty(v) for k, v in value.items() if "@" not in str(k))
+    return False
+
+
+def _covers_everything(key: str, value: Any) -> bool:
+    """Platforms or locations that include all and exclude none: present, but no limit."""
+    if not isinstance(value, Mapping):
+        return False
+    include, exclude = {
+        "platforms": ("includePlatforms", "excludePlatforms"),
+        "locations": ("includeLocations", "excludeLocations"),
+    }.get(key, ("", ""))
+    if not include:
+        return False
+    included = [str(v).lower() for v in value.get(include) or []]
+    others = {k for k in value if "@" not in str(k)} - {include, exclude}
+    return (
+        included == ["all"] and _empty(value.get(exclude)) and all(_empty(value[k]) for k in others)
+    )
+
+
+def limiting_conditions(conditions: Mapping[str, Any]) -> list[str]:
+    """Names of the conditions that limit a policy to some sign-ins, apps or users only (the
+    client app types aside, which callers judge themselves)."""
+    limits: list[str] = []
+    for key, value in conditions.items():
+        if "@" in key or key in _READ_SEPARATELY or _empty(value):
+            continue
+        if key in ("platforms", "locations") and _covers_everything(key, value):
+            continue
+        limits.append(key)
+    users = conditions.get("users") or {}
+    if isinstance(users, Mapping):
+        limits += [
+            f"users.{k}"
+            for k, v in users.items()
+            if "@" not in k and k not in _USER_KEYS and not _empty(v)
+        ]
+    else:
+        limits.append("users")
+    applications = conditions.get("applications") or {}
+    if isinstance(applications, Mapping):
+        # includeUserActions, includeAuthenticationContextClassReferences, applicationFilter,
+        # and anything newer: each limits the policy to some resources or actions.
+        limits += [
+            f"applications.{k}"
+            for k, v in applications.items()
+            if "@" not in k and k not in _APPLICATION_KEYS and not _empty(v)
+        ]
+    else:
+        limits.append("applications")
+    return limits
+
+
+def combination_is_multifactor(combination: str) -> bool:
+    modes = [m.strip() for m in combination.split(",") if m.strip()]
+    if not modes or any(m not in KNOWN_MODES for m in modes):
+        return False
+    return len(modes) >= 2 or modes[0] in MULTIFACTOR_ALONE
+
+
+def strength_facts(
+    given: Mapping[str, Any], known: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """An authentication strength judged by its allowed combinations: the tenant's own list of
+    strengths (built-in and custom) when it names this one, else what the policy carries."""
+    strength_id = given.get("id")
+    listed = known.get(str(strength_id)) if strength_id is not None else None
+    source = listed if listed is not None else given
+    raw = source.get("allowedCombinations")
+    combinations = sorted({str(c) for c in raw}) if isinstance(raw, list) else []
+    resolved = isinstance(raw, list)
+    return {
+        "id": strength_id,
+        "displayName": source.get("displayName") or given.get("displayName"),
+        "policyType": source.get("policyType"),
+        "allowedCombinations": combinations,
+        "resolved": resolved,
+        "single_factor_combinations": [
+            c for c in combinations if not combination_is_multifactor(c)
+        ],
+        # An empty list, or one it could not read, allows nothing it can vouch for.
+        "multifactor": bool(combinations) and all(map(combination_is_multifactor, combinations)),
+        "phishing_resistant": bool(combinations)
+        and all(c in PHISHING_RESISTANT for c in combinations),
+    }
+
+
+def grant_facts(
+    grant: Mapping[str, Any], strengths: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Whether every way of meeting the grant includes MFA (and phishing-resistant MFA).
+
+    With OR, any one control lets the sign-in through, so each must be MFA; with AND, one MFA
+    control among them is enough. Terms of use and custom controls are ways through that are not
+    MFA. An operator other than AND or OR requires nothing this code can vouch for."""
+    builtin = [str(c) for c in grant.get("builtInControls") or []]
+    given = grant.get("authenticationStrength")
+    strength = strength_facts(given, strengths) if isinstance(given, Mapping) else None
+    # Each way of meeting the grant: (is it MFA, is it phishing-resistant MFA).
+    ways: list[tuple[bool, bool]] = [(c == "mfa", False) for c in builtin if c != "block"]
+    if strength is not None:
+        ways.append((strength["multifactor"], strength["phishing_resistant"]))
+    for key in ("termsOfUse", "customAuthenticationFactors"):
+        ways += [(False, False) for _ in grant.get(key) or []]
+    operator = str(grant.get("operator") or "OR").upper()
+    if not ways or operator not in ("AND", "OR"):
+        mfa = phishing_resistant = False
+    elif operator == "AND" or len(ways) == 1:
+        mfa = any(m for m, _ in ways)
+        phishing_resistant = any(p for _, p in ways)
+    else:
+        mfa = all(m for m, _ in ways)
+        phishing_resistant = all(p for _, p in ways)
+    return {
+        "grant_operator": grant.get("operator"),
+        "grant_controls": builtin,
+        "requires_mfa": mfa,
+        "blocks": "block" in builtin,
+        "authentication_strength": strength,
+        "phishing_resistant": phishing_resistant,
+    }
+
+
+def policy_facts(
+    policy: Mapping[str, Any],
+    break_glass: set[str],
+    names: Mapping[str, str],
+    strengths: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """One Conditional Access policy as facts: whom and what it covers, what it grants, what
+    limits it, and every exclusion that is not a declared break-glass account."""
+    conditions = policy.get("conditions") or {}
+    users = conditions.get("users") or {}
+    apps = conditions.get("applications") or {}
+    exclusions: list[dict[str, Any]] = []
+    break_glass_excluded: list[dict[str, Any]] = []
+    for user_id in users.get("excludeUsers") or []:
+        entry = {"kind": "user", "id": user_id, "name": names.get(user_id, user_id)}
+        (break_glass_excluded if user_id in break_glass else exclusions).append(entry)
+    for kind, key in (("group", "excludeGroups"), ("role", "excludeRoles")):
+        for object_id in users.get(key) or []:
+            exclusions.append(
+                {"kind": kind, "id": object_id, "name": names.get(object_id, object_id)}
+            )
+    guests = users.get("excludeGuestsOrExternalUsers")
+    if not _empty(guests):
+        kinds = guests.get("guestOrExternalUserTypes") if isinstance(guests, Mapping) else None
+        exclusions.append(
+            {"kind": "guests", "id": None, "name": kinds or "guests or external users"}
+        )
+    for app in apps.get("excludeApplications") or []:
+        exclusions.append({"kind": "application", "id": app, "name": app})
+    client_apps = [str(c) for c in conditions.get("clientAppTypes") or ["all"]]
+    narrowed_by = limiting_conditions(conditions)
+    scoped_by = narrowed_by + ([] if client_apps == ["all"] else ["clientAppTypes"])
+    grant = grant_facts(policy.get("grantControls") or {}, strengths)
+    return {
+        "id": policy.get("id"),
+        "displayName": policy.get("displayName"),
+        "state": policy.get("state"),
+        "enforced": policy.get("state") == "enabled",
+        "all_users": "All" in (users.get("includeUsers") or []),
+        "all_applications": "All" in (apps.get("includeApplications") or []),
+        "include_roles": list(users.get("includeRoles") or []),
+        "exclude_roles": list(users.get("excludeRoles") or []),
+        "client_app_types": client_apps,
+        "narrowed_by": narrowed_by,
+        "scoped_by": scoped_by,
+        **grant,
+        "unexpected_exclusions": exclusions,
+        "break_glass_exclusions": break_glass_excluded,
+    }
