@@ -107,6 +107,14 @@ def generate(target: Path, users: int, mailboxes: int, policies: int) -> None:
             for i in range(mailboxes)
         ],
     )
+    # One entry per account, as Get-MailboxAuditBypassAssociation answers (none bypassing).
+    _write(
+        target / "exo/Get-MailboxAuditBypassAssociation.json",
+        [
+            {"Identity": f"user{i:06d}", "Name": f"user{i:06d}", "AuditBypassEnabled": False}
+            for i in range(mailboxes)
+        ],
+    )
     base = json.loads((target / "graph/v1.0/identity/conditionalAccess/policies.json").read_text())
     template = base["value"][0]
     generated = []
@@ -130,7 +138,8 @@ def lower_bound(users: int, mailboxes: int, policies: int, groups: int) -> tuple
         "registration pages": math.ceil(users / GRAPH_PAGE),
         "Conditional Access pages, then group $batch calls": math.ceil((policies + 3) / GRAPH_PAGE)
         + math.ceil(groups / 20),
-        "Exchange region discovery, then mailbox pages": 1 + math.ceil(mailboxes / EXO_PAGE),
+        "mailbox pages": math.ceil(mailboxes / EXO_PAGE),
+        "audit bypass pages": math.ceil(mailboxes / EXO_PAGE),
     }
     name = max(chains, key=lambda k: chains[k])
     # Every chain starts with the sign-in: the OpenID configuration, then the token request.

@@ -621,3 +621,20 @@ def test_record_writes_a_pseudonymised_tenant_the_sandbox_can_serve(tmp_path: Pa
     assert all(
         e["context"]["userPrincipalName"].startswith("user-") for e in unregistered["evidence"]
     )
+
+
+def test_policies_are_read_with_their_distribution_detail(fabrikam: Sandbox) -> None:
+    # The sandbox answers as the service does without -DistributionDetail (status Pending,
+    # retention locations empty): the connector must ask for the detail.
+    ctx, _ = _collect(fabrikam)
+    dlp = _sections(ctx)["m365.purview.dlp"].data
+    assert [p["DistributionStatus"] for p in dlp] == ["Success"]
+
+
+def test_the_sandbox_answers_pending_without_distribution_detail(fabrikam: Sandbox) -> None:
+    from connectors.m365.sandbox.server import _without_distribution_detail
+
+    policy = {"Name": "p", "DistributionStatus": "Success", "ExchangeLocation": [{"Name": "All"}]}
+    shown = _without_distribution_detail("Get-RetentionCompliancePolicy", policy)
+    assert shown == {"Name": "p", "DistributionStatus": "Pending", "ExchangeLocation": []}
+    assert _without_distribution_detail("Get-DlpCompliancePolicy", policy)["ExchangeLocation"]

@@ -377,3 +377,39 @@ def test_recorded_fixture_paths_follow_the_contract_layout() -> None:
             body = json.loads(path.read_text())
             if relative.startswith(("exo/", "compliance/")):
                 assert isinstance(body, list), relative
+
+
+def test_a_strength_is_judged_by_the_tenants_own_list_of_strengths() -> None:
+    _info, fetched = read_recorded_tenant(TENANTS / "contoso-health", NOW)
+    policies = fetched["graph/v1.0/identity/conditionalAccess/policies"]
+    strengths = fetched["graph/v1.0/policies/authenticationStrengthPolicies"]
+    custom = {"id": "c0ffee00-0000-4000-8000-000000000001", "displayName": "Sign-in"}
+    edited = json.loads(json.dumps(policies.data))
+    everyone = edited["value"][0]
+    # The policy names the strength by id only; the tenant's list says what it allows.
+    everyone["grantControls"] = {
+        "operator": "OR",
+        "builtInControls": [],
+        "authenticationStrength": custom,
+    }
+    listed = json.loads(json.dumps(strengths.data))
+    listed["value"].append({**custom, "policyType": "custom", "allowedCombinations": ["password"]})
+    fetched[policies.path] = dataclasses.replace(policies, data=edited)
+    fetched[strengths.path] = dataclasses.replace(strengths, data=listed)
+    facts = next(
+        s.data
+        for s in normalise(fetched, M365Settings())
+        if s.name == "m365.entra.conditional_access"
+    )[0]
+    assert facts["authentication_strength"]["allowedCombinations"] == ["password"]
+    assert facts["authentication_strength"]["single_factor_combinations"] == ["password"]
+    assert facts["requires_mfa"] is False
+    # Without the list, a strength whose combinations are unknown vouches for nothing.
+    del fetched[strengths.path]
+    facts = next(
+        s.data
+        for s in normalise(fetched, M365Settings())
+        if s.name == "m365.entra.conditional_access"
+    )[0]
+    assert facts["authentication_strength"]["resolved"] is False
+    assert facts["requires_mfa"] is False

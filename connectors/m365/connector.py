@@ -98,7 +98,9 @@ EXCHANGE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("Get-AcceptedDomain", {}),
 )
 COMPLIANCE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("Get-DlpCompliancePolicy", {}),
+    # Without DistributionDetail, DistributionStatus reads "Pending" whatever the truth
+    # (Get-DlpCompliancePolicy and Get-CaseHoldPolicy references; ScubaGear's sample export).
+    ("Get-DlpCompliancePolicy", {"DistributionDetail": True}),
     ("Get-DlpComplianceRule", {}),
     ("Get-RetentionComplianceRule", {}),
     ("Get-UnifiedAuditLogRetentionPolicy", {}),

@@ -22,6 +22,9 @@ from connectors.m365.purview import (
     sensitive_types,
 )
 
+# The tenant's authentication strengths, built-in and custom (Graph v1.0 documents this list
+# at /policies/authenticationStrengthPolicies).
+STRENGTHS_PATH = "graph/v1.0/policies/authenticationStrengthPolicies"
 # Unified audit log retention durations, in days.
 AUDIT_DURATIONS = {
     "SevenDays": 7,
@@ -94,9 +97,6 @@ class _Reader:
             return None
         self.used.append(found)
         return found.data
-
-
-STRENGTHS_PATH = "graph/v1.0/identity/conditionalAccess/authenticationStrength/policies"
 
 
 class _Missing(Exception):

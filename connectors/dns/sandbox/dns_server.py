@@ -87,6 +87,9 @@ class DnsSandbox:
                     raise
                 continue
             break
+        # More than socketserver's default backlog of 5: connections beyond it wait out the
+        # kernel's one-second SYN retry.
+        self._tcp.request_queue_size = 128
         self._tcp.server_activate()
         self._servers: list[socketserver.BaseServer] = [self._udp, self._tcp]
         self.tls_port: int | None = None
@@ -94,6 +97,7 @@ class DnsSandbox:
 
             class TlsServer(socketserver.ThreadingTCPServer):
                 daemon_threads = True
+                request_queue_size = 128
 
                 def get_request(self) -> tuple[socket.socket, object]:
                     sock, address = super().get_request()

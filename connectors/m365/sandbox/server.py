@@ -171,6 +171,10 @@ _COMPRESS_FROM = 4096
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a client that opens more connections at once than
+    # that (the connector opens up to 8 a host) has the rest dropped, and retries them after
+    # the kernel's one-second SYN timeout.
+    request_queue_size = 128
 
     def __init__(self, sandbox: Sandbox, role: str, port: int, context: ssl.SSLContext) -> None:
         self.sandbox = sandbox
@@ -816,8 +820,15 @@ class Sandbox:
         }
         # $select names properties without regard to case, as PowerShell does.
         select = {name.lower() for name in query.get("$select", "").split(",") if name}
-        if select:
-            items = [json.dumps(_selected(item, select)) for item in data[start : start + size]]
+        parameters = cmdlet_input.get("Parameters") or {}
+        undetailed = name in _DISTRIBUTED and not parameters.get("DistributionDetail")
+        if select or undetailed:
+            page = data[start : start + size]
+            if undetailed:
+                page = [_without_distribution_detail(name, item) for item in page]
+            if select:
+                page = [_selected(item, select) for item in page]
+            items = [json.dumps(item) for item in page]
         else:
             items = self.tenant.items(recorded)[start : start + size]
         raw = _envelope(envelope, items)
@@ -833,6 +844,25 @@ def _next_link(server: _Server, path: str, query: dict[str, str], skip: int) -> 
     params = {k: v for k, v in query.items() if k != "$skiptoken"}
     params["$skiptoken"] = str(skip)
     return f"{server.origin}{path}?{urllib.parse.urlencode(params, safe='$,')}"
+
+
+# Cmdlets whose distribution state (and, for retention, locations) only -DistributionDetail
+# reports accurately (Get-DlpCompliancePolicy, Get-RetentionCompliancePolicy and
+# Get-CaseHoldPolicy references; ScubaGear's sample export shows "Pending" without it).
+_DISTRIBUTED = {"Get-DlpCompliancePolicy", "Get-RetentionCompliancePolicy"}
+
+
+def _without_distribution_detail(cmdlet: str, item: Any) -> Any:
+    """A policy as the service answers without -DistributionDetail: status Pending, and a
+    retention policy's location properties empty."""
+    if not isinstance(item, dict):
+        return item
+    shown = {**item, "DistributionStatus": "Pending"} if "DistributionStatus" in item else item
+    if cmdlet == "Get-RetentionCompliancePolicy":
+        shown = {
+            k: ([] if "@" not in k and k.endswith("Location") else v) for k, v in shown.items()
+        }
+    return shown
 
 
 def _selected(item: Any, wanted: set[str]) -> Any:
