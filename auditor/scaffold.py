@@ -248,7 +248,8 @@ def starter_attestations(tenant: str | None, aws_account: str | None) -> str:
 _WORKFLOW = """\
 # commsaudit, written by `commsaudit init`: audit every Monday at 06:00 UTC and on demand, put the
 # report in the job summary, keep the signed evidence bundle, and fail the job when a control
-# fails. Sign-in is through GitHub's OIDC: no cloud secret is stored in this repository.
+# fails or cannot be judged. Sign-in is through GitHub's OIDC: no cloud secret is stored in this
+# repository.
 #
 # Needs: the repository secret COMMSAUDIT_SIGNING_KEY (`commsaudit keygen --out signing.pem`,
 # then `gh secret set COMMSAUDIT_SIGNING_KEY < signing.pem`), and the Entra app and IAM role
@@ -314,7 +315,8 @@ jobs:
           signing-key: ${{ secrets.COMMSAUDIT_SIGNING_KEY }}
           baseline: ${{ steps.baseline.outputs.bundle }}
           # any: every failed control fails the job until fixed or waived; new: only failures
-          # that were not failing in the previous run.
+          # that were not failing in the previous run. A control that could not be judged
+          # (error) fails the job too, whatever fail-on says (exit 3).
           fail-on: any
           sarif: "true"
           out: commsaudit-out
