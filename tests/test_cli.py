@@ -72,26 +72,41 @@ def test_evaluate_a_snapshot_offline(demo_run: DemoRun, tmp_path: Path) -> None:
     }
 
 
-def test_a_control_in_error_and_no_failure_exits_3_unless_errors_are_allowed(
-    tmp_path: Path,
-) -> None:
+# org.training unreadable (error), and a risk analysis five years old (a high failure).
+UNREADABLE_TRAINING = {
+    "name": "org.training",
+    "platform": "org",
+    "subject": "Clinic",
+    "status": "error",
+    "source": "attestations",
+    "reason": "file unreadable",
+    "data": None,
+}
+OLD_RISK_ANALYSIS = {
+    "name": "org.risk_analysis",
+    "platform": "org",
+    "subject": "Clinic",
+    "status": "ok",
+    "source": "attestations",
+    "data": {"latest": {"date": "2021-07-30", "performed_by": "x", "age_days": 1900}, "count": 1},
+}
+
+
+def _snapshot_file(tmp_path: Path, *sections: dict[str, object]) -> Path:
     snapshot = {
         "format": "commsaudit/snapshot/v1",
         "scope": {"org": {"organisation": ["Clinic"]}},
-        "sections": [
-            {
-                "name": "org.training",
-                "platform": "org",
-                "subject": "Clinic",
-                "status": "error",
-                "source": "attestations",
-                "reason": "file unreadable",
-                "data": None,
-            }
-        ],
+        "sections": list(sections),
     }
     path = tmp_path / "snapshot.json"
     path.write_text(json.dumps(snapshot))
+    return path
+
+
+def test_a_control_in_error_and_no_failure_exits_3_unless_errors_are_allowed(
+    tmp_path: Path,
+) -> None:
+    path = _snapshot_file(tmp_path, UNREADABLE_TRAINING)
     judged_nothing = run_cli("evaluate", path, "--controls", "org.training.current", cwd=tmp_path)
     assert judged_nothing.returncode == 3, judged_nothing.stderr
     # --strict is the default now, kept for old workflows: still 3.
@@ -108,41 +123,8 @@ def test_a_control_in_error_and_no_failure_exits_3_unless_errors_are_allowed(
     assert json.loads(allowed.stdout)["summary"]["error"] == 1
 
 
-def _error_and_failure_snapshot(tmp_path: Path) -> Path:
-    """org.training unreadable (error), a risk analysis five years old (a high failure)."""
-    snapshot = {
-        "format": "commsaudit/snapshot/v1",
-        "scope": {"org": {"organisation": ["Clinic"]}},
-        "sections": [
-            {
-                "name": "org.training",
-                "platform": "org",
-                "subject": "Clinic",
-                "status": "error",
-                "source": "attestations",
-                "reason": "file unreadable",
-                "data": None,
-            },
-            {
-                "name": "org.risk_analysis",
-                "platform": "org",
-                "subject": "Clinic",
-                "status": "ok",
-                "source": "attestations",
-                "data": {
-                    "latest": {"date": "2021-07-30", "performed_by": "x", "age_days": 1900},
-                    "count": 1,
-                },
-            },
-        ],
-    }
-    path = tmp_path / "snapshot.json"
-    path.write_text(json.dumps(snapshot))
-    return path
-
-
 def test_a_failure_exits_1_even_beside_an_error(tmp_path: Path) -> None:
-    path = _error_and_failure_snapshot(tmp_path)
+    path = _snapshot_file(tmp_path, UNREADABLE_TRAINING, OLD_RISK_ANALYSIS)
     both = "org.training.current,org.risk-analysis.current"
     proc = run_cli("evaluate", path, "--controls", both, "--format", "json", cwd=tmp_path)
     statuses = {r["control"]: r["status"] for r in json.loads(proc.stdout)["results"]}
@@ -160,7 +142,7 @@ def test_fail_on_narrows_the_failures_that_count_but_never_hides_an_error(
     from auditor.cli import _audit_exit_code
     from auditor.results import Results
 
-    path = _error_and_failure_snapshot(tmp_path)
+    path = _snapshot_file(tmp_path, UNREADABLE_TRAINING, OLD_RISK_ANALYSIS)
     both = "org.training.current,org.risk-analysis.current"
     proc = run_cli("evaluate", path, "--controls", both, "--format", "json", cwd=tmp_path)
     outcome = SimpleNamespace(results=Results.from_json(json.loads(proc.stdout)), diff=None)

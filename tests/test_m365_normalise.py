@@ -5,51 +5,27 @@ pointing at the offending value."""
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 from typing import Any
 
 import pytest
 
-from auditor.engine import EvaluationContext, evaluate
-from auditor.policy import load_policies
-from auditor.resources import policies_dir
 from auditor.results import Result
-from auditor.snapshot import Snapshot
-from connectors.base import Section
 from connectors.m365.conditional_access import policy_facts
-from connectors.m365.fetched import Fetched, read_recorded_tenant
+from connectors.m365.fetched import read_recorded_tenant
 from connectors.m365.normalise import M365Settings, normalise
 from connectors.m365.purview import sensitive_types
 
 from helpers import REPO
+from m365_verdicts import NOW, evaluate_fetched
 
-NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 TENANTS = REPO / "fixtures" / "tenants"
 CONTOSO_BREAK_GLASS = ("breakglass01@contoso-health.onmicrosoft.com",)
 
 
 def _evaluate(tenant: str, settings: M365Settings, profile: str = "hipaa") -> dict[str, Result]:
     info, fetched = read_recorded_tenant(TENANTS / tenant, NOW)
-    return _evaluate_fetched(info, fetched, settings, profile)
-
-
-def _evaluate_fetched(
-    info: dict[str, Any],
-    fetched: dict[str, Fetched],
-    settings: M365Settings,
-    profile: str = "hipaa",
-) -> dict[str, Result]:
-    subject = info["default_domain"]
-    snapshot = Snapshot(collected_at=NOW)
-    snapshot.add_subject("m365", "tenant", subject)
-    for s in normalise(fetched, settings):
-        snapshot.sections.append(
-            Section(s.name, "m365", subject, s.status, s.data, s.source, NOW, s.raw, s.reason)  # type: ignore[arg-type]
-        )
-    policies = load_policies([policies_dir()]).select(profile, ["m365.*"])
-    results = evaluate(policies, snapshot, EvaluationContext(profile, NOW)).results
-    return {r.control: r for r in results}
+    return evaluate_fetched(info, fetched, settings, profile)
 
 
 def _evidence(result: Result) -> dict[tuple[str, str], Any]:
@@ -203,7 +179,7 @@ def test_a_mailbox_with_audit_enabled_false_is_ignored_and_the_evidence_says_so(
     fetched["exo/Get-MailboxAuditBypassAssociation"] = dataclasses.replace(
         bypass, data=[b for b in bypass.data if not b["AuditBypassEnabled"]]
     )
-    result = _evaluate_fetched(info, fetched, M365Settings())["m365.audit.mailbox-auditing"]
+    result = evaluate_fetched(info, fetched, M365Settings())["m365.audit.mailbox-auditing"]
     assert result.status == "pass", result.reason
     evidence = _evidence(result)
     section = "m365.exo.mailbox_auditing"

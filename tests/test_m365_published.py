@@ -16,6 +16,7 @@ import copy
 import datetime as dt
 import json
 import shutil
+import subprocess
 import time
 import tomllib
 from collections.abc import Iterator
@@ -249,6 +250,29 @@ def test_batch_items_throttled_inside_a_200_are_retried_on_published_answers() -
     assert connector.stats["retries"] >= 1
 
 
+def _cli(
+    command: str, tenant: Path, tmp_path: Path, name: str, *args: str | Path
+) -> subprocess.CompletedProcess[str]:
+    """`commsaudit COMMAND` (audit or record) against `tenant` served by a sandbox, as a user
+    runs it, with the config the sandbox prints."""
+    with Sandbox(tenant) as served:
+        config = tmp_path / f"{name}.toml"
+        config.write_text(
+            served.config_toml("client-secret")
+            + f'break_glass_accounts = ["{BREAK_GLASS}"]\n'
+            + '[policies]\ncontrols = ["m365.*"]\n'
+            + f'[evidence]\nout = "{name}-out"\n'
+        )
+        return run_cli(
+            command, "--config", config, "--format", "json", *args, cwd=tmp_path,
+            env=served.environment(),
+        )  # fmt: skip
+
+
+def _statuses(proc: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    return {r["control"]: r["status"] for r in json.loads(proc.stdout)["results"]}
+
+
 def test_a_grouped_dlp_rule_through_the_cli_leaves_every_other_verdict_alone(
     tmp_path: Path,
 ) -> None:
@@ -257,29 +281,12 @@ def test_a_grouped_dlp_rule_through_the_cli_leaves_every_other_verdict_alone(
     are error (naming the rule and the part) and the run exits 3, not 0."""
     grouped = next(c for c in CASES if c["name"] == "06-grouped-sensitive-types-as-rest-pairs")
     unreadable = next(c for c in CASES if c["name"] == "06-unreadable-sensitive-type-shape")
-    runs = {}
-    for name, tenant in (
-        ("base", BASE),
-        ("grouped", build_case(grouped, tmp_path / "grouped")),
-        ("unreadable", build_case(unreadable, tmp_path / "unreadable")),
-    ):
-        with Sandbox(tenant) as served:
-            config = tmp_path / f"{name}.toml"
-            config.write_text(
-                served.config_toml("client-secret")
-                + f'break_glass_accounts = ["{BREAK_GLASS}"]\n'
-                + '[policies]\ncontrols = ["m365.*"]\n'
-                + f'[evidence]\nout = "{name}-out"\n'
-            )
-            proc = run_cli(
-                "audit", "--config", config, "--format", "json", cwd=tmp_path,
-                env=served.environment(),
-            )  # fmt: skip
-        runs[name] = proc
-    statuses = {
-        name: {r["control"]: r["status"] for r in json.loads(p.stdout)["results"]}
-        for name, p in runs.items()
+    runs = {
+        "base": _cli("audit", BASE, tmp_path, "base"),
+        "grouped": _cli("audit", build_case(grouped, tmp_path / "g"), tmp_path, "grouped"),
+        "unreadable": _cli("audit", build_case(unreadable, tmp_path / "u"), tmp_path, "unreadable"),
     }
+    statuses = {name: _statuses(proc) for name, proc in runs.items()}
     assert runs["base"].returncode == 0, runs["base"].stderr
     assert statuses["grouped"] == statuses["base"]
     assert runs["grouped"].returncode == 0
@@ -300,33 +307,8 @@ def test_a_grouped_dlp_rule_through_the_cli_leaves_every_other_verdict_alone(
 def test_a_recording_of_the_published_tenant_replays_with_identical_verdicts(
     tmp_path: Path,
 ) -> None:
-    controls = '[policies]\ncontrols = ["m365.*"]\n[evidence]\nout = "out"\n'
-    with Sandbox(BASE) as served:
-        config = tmp_path / "commsaudit.toml"
-        config.write_text(
-            served.config_toml("client-secret")
-            + f'break_glass_accounts = ["{BREAK_GLASS}"]\n'
-            + controls
-        )
-        first = run_cli(
-            "record", "--config", config, "--tenants", tmp_path / "recorded", "--format",
-            "json", cwd=tmp_path, env=served.environment(),
-        )  # fmt: skip
+    first = _cli("record", BASE, tmp_path, "live", "--tenants", tmp_path / "recorded")
     assert first.returncode == 0, first.stderr
     recorded = next((tmp_path / "recorded").iterdir())
-    with Sandbox(recorded) as replay:
-        config2 = tmp_path / "again.toml"
-        config2.write_text(
-            replay.config_toml("client-secret")
-            + f'break_glass_accounts = ["{BREAK_GLASS}"]\n'
-            + controls
-        )
-        second = run_cli(
-            "audit", "--config", config2, "--format", "json", cwd=tmp_path,
-            env=replay.environment(),
-        )  # fmt: skip
-
-    def statuses(proc: Any) -> dict[str, str]:
-        return {r["control"]: r["status"] for r in json.loads(proc.stdout)["results"]}
-
-    assert statuses(second) == statuses(first)
+    second = _cli("audit", recorded, tmp_path, "replay")
+    assert _statuses(second) == _statuses(first)

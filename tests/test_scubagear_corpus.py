@@ -8,26 +8,20 @@ disagreeing fails this test: the agreement figure cannot drift unnoticed.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from functools import cache
 from typing import Any
 
 import pytest
 
-from auditor.engine import EvaluationContext, evaluate
-from auditor.policy import PolicySet, load_policies
-from auditor.resources import policies_dir
-from auditor.snapshot import Snapshot
-from connectors.base import Section
 from connectors.m365.fetched import Fetched, read_recorded_tenant
-from connectors.m365.normalise import M365Settings, normalise
+from connectors.m365.normalise import M365Settings
 
 from helpers import REPO
+from m365_verdicts import NOW, evaluate_fetched
 
 CORPUS = REPO / "tests" / "data" / "scubagear"
 BASE = REPO / "fixtures" / "tenants" / "contoso-health"
-NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
 # Why commsaudit's verdict differs, by kind of difference.
 REASONS = {
@@ -113,11 +107,6 @@ def _base() -> tuple[dict[str, Any], dict[str, Fetched]]:
     return read_recorded_tenant(BASE, NOW)
 
 
-@cache
-def _policies() -> PolicySet:
-    return load_policies([policies_dir()])
-
-
 def _verdict(document: dict[str, Any], case: dict[str, Any]) -> tuple[str, str]:
     info, base = _base()
     fetched = dict(base)
@@ -125,15 +114,10 @@ def _verdict(document: dict[str, Any], case: dict[str, Any]) -> tuple[str, str]:
         key = path.removesuffix(".json")
         fetched[key] = Fetched(key, 200, body, NOW)
     settings = M365Settings(break_glass=tuple(case["config"].get("break_glass_accounts", [])))
-    subject = info["default_domain"]
-    snapshot = Snapshot(collected_at=NOW)
-    snapshot.add_subject("m365", "tenant", subject)
-    for s in normalise(fetched, settings):
-        snapshot.sections.append(
-            Section(s.name, "m365", subject, s.status, s.data, s.source, NOW, s.raw, s.reason)  # type: ignore[arg-type]
-        )
-    selected = _policies().select(document["profile"], [document["control"]])
-    (result,) = evaluate(selected, snapshot, EvaluationContext(document["profile"], NOW)).results
+    results = evaluate_fetched(
+        info, fetched, settings, document["profile"], controls=[document["control"]]
+    )
+    result = results[document["control"]]
     return result.status, result.reason or ""
 
 

@@ -95,27 +95,23 @@ def limiting_conditions(conditions: Mapping[str, Any]) -> list[str]:
         if key in ("platforms", "locations") and _covers_everything(key, value):
             continue
         limits.append(key)
-    users = conditions.get("users") or {}
-    if isinstance(users, Mapping):
-        limits += [
-            f"users.{k}"
-            for k, v in users.items()
-            if "@" not in k and k not in _USER_KEYS and not _empty(v)
-        ]
-    else:
-        limits.append("users")
-    applications = conditions.get("applications") or {}
-    if isinstance(applications, Mapping):
-        # includeUserActions, includeAuthenticationContextClassReferences, applicationFilter,
-        # and anything newer: each limits the policy to some resources or actions.
-        limits += [
-            f"applications.{k}"
-            for k, v in applications.items()
-            if "@" not in k and k not in _APPLICATION_KEYS and not _empty(v)
-        ]
-    else:
-        limits.append("applications")
+    # Within users and applications: includeUserActions, includeAuthenticationContextClass-
+    # References, applicationFilter, and anything newer each limit the policy.
+    limits += _unread_members("users", conditions.get("users"), _USER_KEYS)
+    limits += _unread_members("applications", conditions.get("applications"), _APPLICATION_KEYS)
     return limits
+
+
+def _unread_members(name: str, value: Any, read: frozenset[str]) -> list[str]:
+    """`name.member` for each member of a condition object, other than those read on their
+    own, that holds a value; the whole condition when it is not an object at all."""
+    if value is None or value == {}:
+        return []
+    if not isinstance(value, Mapping):
+        return [name]
+    return [
+        f"{name}.{k}" for k, v in value.items() if "@" not in k and k not in read and not _empty(v)
+    ]
 
 
 def combination_is_multifactor(combination: str) -> bool:
