@@ -538,7 +538,8 @@ def _cmdlet(path: str) -> Callable[[_Reader, M365Settings], Any]:
 
 
 def _body(path: str) -> Callable[[_Reader, M365Settings], Any]:
-    return lambda reader, _settings: strip_annotations(reader.body(path))
+    """A Graph singleton's object (see `_single`)."""
+    return lambda reader, _settings: _single(reader, path)
 
 
 def _collection(path: str) -> Callable[[_Reader, M365Settings], Any]:
@@ -563,7 +564,7 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.entra.secure_score": lambda r, _s: strip_annotations(
         r.value("graph/v1.0/security/secureScores")[:1]
     ),
-    "m365.sharepoint.settings": lambda r, _s: _single(r, "graph/v1.0/admin/sharepoint/settings"),
+    "m365.sharepoint.settings": _body("graph/v1.0/admin/sharepoint/settings"),
     "m365.exo.transport_config": _cmdlet("exo/Get-TransportConfig"),
     "m365.exo.organization_config": _cmdlet("exo/Get-OrganizationConfig"),
     "m365.exo.admin_audit_log_config": _cmdlet("exo/Get-AdminAuditLogConfig"),
