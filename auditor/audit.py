@@ -4,25 +4,26 @@ The CLI is a thin layer over this."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditor import __version__
-from auditor.collect import ProgressCallback, collect
+from auditor.collect import Collection, ProgressCallback, collect
 from auditor.config import Config
 from auditor.derive import derive
-from auditor.diff import Diff, compare, read_bundle_state, state_from
+from auditor.diff import Diff, RunState, compare, read_bundle_state, state_from
 from auditor.engine import Evaluation, EvaluationContext, evaluate
 from auditor.errors import ConfigError, InputError
 from auditor.evidence import layout, signing
 from auditor.evidence.bundle import Signer, assemble, write_atomically, write_bundle
 from auditor.evidence.manifest import build_manifest, ran_by, scope_of
+from auditor.evidence.packing import Packer
 from auditor.evidence.publish import Published, publish, targets_from_config
-from auditor.jsonutil import JSON, dumps_pretty, sha256_hex
+from auditor.jsonutil import JSON, dumps_pretty
 from auditor.policy import PolicySet, load_policies
 from auditor.redact import Redactor
 from auditor.reports import html, junit, markdown, matrix, oscal, sarif
@@ -48,6 +49,9 @@ class AuditOptions:
     ephemeral_key: bool = False
     # A previous run's bundle: the reports and diff.json say what changed since.
     baseline: Path | None = None
+    # time.perf_counter() when the run began (the command's start, for the timings' startup
+    # phase); None: when run_audit is called.
+    clock_started: float | None = None
 
 
 @dataclass
@@ -147,40 +151,58 @@ def build_connectors(config: Config, now: dt.datetime) -> list[Connector]:
     return connectors
 
 
-def raw_files(collection_raw: list[tuple[str, RawRecord]], redactor: Redactor) -> dict[str, bytes]:
-    """Every raw response under raw/, secrets removed, with raw/index.json describing each
-    (request, status, time, hash)."""
-    files: dict[str, bytes] = {}
-    index: list[dict[str, JSON]] = []
-    for connector, record in collection_raw:
-        body = redactor.bytes(record.body)
-        path = layout.RAW_DIR + record.path
-        files[path] = body
-        request = json.loads(redactor.text(json.dumps(record.request)))
-        index.append(
-            {
-                "path": path,
-                "connector": connector,
-                "source": record.source,
-                "request": request,
-                "status": record.status,
-                "collected_at": isoz(record.collected_at),
-                "media_type": record.media_type,
-                "sha256": sha256_hex(body),
-                "size": len(body),
-            }
-        )
-    files[layout.RAW_INDEX] = dumps_pretty(
-        {"format": "commsaudit/raw-index/v1", "responses": index}
-    ).encode()
-    return files
+def raw_index(collection_raw: list[tuple[str, RawRecord]], digests: Mapping[str, str]) -> bytes:
+    """raw/index.json: every raw response kept under raw/, described (request, status, time,
+    hash). Their secrets were removed where they were collected, once."""
+    index: list[dict[str, JSON]] = [
+        {
+            "path": layout.RAW_DIR + record.path,
+            "connector": connector,
+            "source": record.source,
+            "request": record.request,
+            "status": record.status,
+            "collected_at": isoz(record.collected_at),
+            "media_type": record.media_type,
+            "sha256": digests[layout.RAW_DIR + record.path],
+            "size": len(record.body),
+        }
+        for connector, record in collection_raw
+    ]
+    return dumps_pretty({"format": "commsaudit/raw-index/v1", "responses": index}).encode()
+
+
+class _Timings:
+    """Where a run's time went, phase by phase, for the manifest (people ask where a slow run
+    went). Each phase runs from the end of the one before."""
+
+    def __init__(self, started: float | None = None) -> None:
+        self._last = time.perf_counter() if started is None else started
+        self.phases: dict[str, float] = {}
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self._last
+        self._last = now
+
+    def to_json(self, redactor: Redactor) -> dict[str, JSON]:
+        seconds: dict[str, JSON] = {k: round(v, 3) for k, v in self.phases.items()}
+        # Part of the phases above (at collection, and the last net), not a phase of its own.
+        seconds["redaction"] = round(redactor.seconds, 3)
+        return {"seconds": seconds}
 
 
 def _evaluate(
-    config: Config, policies: PolicySet, snapshot: Snapshot, profile: str, now: dt.datetime
+    config: Config,
+    policies: PolicySet,
+    snapshot: Snapshot,
+    profile: str,
+    now: dt.datetime,
+    timings: _Timings | None = None,
 ) -> tuple[Evaluation, EvaluationContext]:
     """Derived sections, then every policy, with the config's waivers and parameters."""
     derive(snapshot)
+    if timings is not None:
+        timings.lap("derive")
     context = EvaluationContext(
         profile=profile,
         now=now,
@@ -188,7 +210,10 @@ def _evaluate(
         parameters=config.policies.parameters,
         backend=config.policies.validator,
     )
-    return evaluate(policies, snapshot, context), context
+    evaluation = evaluate(policies, snapshot, context)
+    if timings is not None:
+        timings.lap("evaluate")
+    return evaluation, context
 
 
 def bundle_name(started: dt.datetime, run_id: str) -> str:
@@ -202,6 +227,7 @@ def run_audit(
     progress: ProgressCallback | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> AuditOutcome:
+    timings = _Timings(options.clock_started)
     env = dict(os.environ) if environ is None else dict(environ)
     started = utcnow().replace(microsecond=0)
     run_id = str(uuid.uuid4())
@@ -219,6 +245,7 @@ def run_audit(
         redactor.add(signing.private_pem(signer.key).decode())
     connectors = build_connectors(config, started)
 
+    timings.lap("startup")
     collection = collect(
         connectors,
         now=started,
@@ -226,8 +253,48 @@ def run_audit(
         redactor=redactor,
         progress=progress,
     )
+    timings.lap("collect")
+    run = _Run(
+        config, options, policies, profile, redactor, signer, timings, env, started, run_id,
+        baseline,
+    )  # fmt: skip
+    # The raw answers are final: hashed and deflated on the other core while the policies are
+    # evaluated and the reports rendered; so is every other member, as soon as it is made.
+    packer = Packer()
+    try:
+        return _evaluate_and_keep(run, collection, packer)
+    finally:
+        packer.close()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What a run settled before collecting, for the steps after it."""
+
+    config: Config
+    options: AuditOptions
+    policies: PolicySet
+    profile: str
+    redactor: Redactor
+    signer: Signer | None
+    timings: _Timings
+    env: dict[str, str]
+    started: dt.datetime
+    run_id: str
+    baseline: RunState | None
+
+
+def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> AuditOutcome:
+    """Evaluate the collection, render the reports, and write the bundle beside them."""
+    config, options, policies, profile = run_.config, run_.options, run_.policies, run_.profile
+    redactor, signer, timings, env = run_.redactor, run_.signer, run_.timings, run_.env
+    started, run_id, baseline = run_.started, run_.run_id, run_.baseline
     snapshot = collection.snapshot
-    evaluation, context = _evaluate(config, policies, snapshot, profile, started)
+    files: dict[str, bytes] = {}
+    for _connector, record in collection.raw:
+        files[layout.RAW_DIR + record.path] = record.body
+        packer.add(layout.RAW_DIR + record.path, record.body)
+    evaluation, context = _evaluate(config, policies, snapshot, profile, started, timings)
     finished = utcnow().replace(microsecond=0)
     warnings = list(evaluation.warnings)
     if signer is None:
@@ -265,25 +332,43 @@ def run_audit(
         diff=changes,
     )
 
-    files = raw_files(collection.raw, redactor)
+    # Built from what the collection scrubbed: the raw answers and the snapshot are kept as
+    # they are; what else goes in the bundle passes one last net (config values, such as an
+    # endpoint with a password in it, reach the reports through the scope).
     files[layout.SNAPSHOT] = dumps_pretty(snapshot.to_json()).encode()
-    files[layout.RESULTS] = dumps_pretty(results.to_json()).encode()
+    packer.add(layout.SNAPSHOT, files[layout.SNAPSHOT])
+    netted: list[str] = []
+
+    def keep(name: str, content: bytes) -> None:
+        cleaned = redactor.bytes(content)
+        if cleaned != content:
+            netted.append(name)
+        files[name] = cleaned
+        packer.add(name, cleaned)
+
+    keep(layout.RESULTS, dumps_pretty(results.to_json()).encode())
     for policy in policies:
-        files[layout.POLICIES_DIR + policy.file_name] = policy.content
-    files["report.md"] = markdown.render(report).encode()
-    files["report.html"] = html.render(report).encode()
-    files["matrix.csv"] = matrix.to_csv(matrix.rows(report)).encode()
+        keep(layout.POLICIES_DIR + policy.file_name, policy.content)
+    keep("report.md", markdown.render(report).encode())
+    keep("report.html", html.render(report).encode())
+    keep("matrix.csv", matrix.to_csv(matrix.rows(report)).encode())
     if changes is not None:
-        files["diff.json"] = dumps_pretty(changes.to_json()).encode()
-    files["junit.xml"] = junit.render(report).encode()
-    files["results.sarif"] = dumps_pretty(sarif.render(report)).encode()
-    hashes = {n: sha256_hex(redactor.bytes(c)) for n, c in files.items()}
-    files["oscal/assessment-results.json"] = dumps_pretty(
-        oscal.render(report, snapshot, hashes)
-    ).encode()
+        keep("diff.json", dumps_pretty(changes.to_json()).encode())
+    keep("junit.xml", junit.render(report).encode())
+    keep("results.sarif", dumps_pretty(sarif.render(report)).encode())
+    files[layout.RAW_INDEX] = raw_index(collection.raw, packer.digests())
+    packer.add(layout.RAW_INDEX, files[layout.RAW_INDEX])
+    hashes = packer.digests()
+    oscal_name = "oscal/assessment-results.json"
+    keep(oscal_name, dumps_pretty(oscal.render(report, snapshot, hashes)).encode())
+    timings.lap("reports")
+    # Every member deflated before the manifest is made, so it can say how long that took.
+    hashes = packer.digests()
+    packed = packer.packed()
+    timings.lap("bundle")
 
     def make_manifest(
-        listing: list[dict[str, JSON]], redacted: list[str], signature: dict[str, JSON] | None
+        listing: list[dict[str, JSON]], signature: dict[str, JSON] | None
     ) -> dict[str, JSON]:
         return build_manifest(
             run={"id": run_id, "started_at": isoz(started), "finished_at": isoz(finished)},
@@ -293,12 +378,13 @@ def run_audit(
             evaluation=context.to_json(),
             signature=signature,
             files=listing,
-            redacted=redacted,
+            redacted=sorted(netted),
+            timings=timings.to_json(redactor),
         )
 
-    members = assemble(files, make_manifest, signer=signer, redactor=redactor)
+    members = assemble(files, make_manifest, signer=signer, redactor=redactor, digests=hashes)
     bundle_path = out_dir / name
-    write_bundle(bundle_path, members, started)
+    write_bundle(bundle_path, members, started, packed)
 
     # The same reports beside the bundle under fixed names, for CI steps to pick up.
     contents = dict(members)

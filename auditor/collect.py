@@ -175,9 +175,15 @@ def collect(
     redactor: Redactor,
     progress: ProgressCallback | None = None,
 ) -> Collection:
-    with paused_gc():
-        return asyncio.run(
-            collect_async(
+    collected: list[Collection] = []
+
+    async def main() -> None:
+        # The collection is handed over outside the task's result: asyncio.run, restoring its
+        # SIGINT handler, builds the repr of its main task, result included, and a whole tenant's
+        # repr takes seconds to build (CPython 3.11's signal.getsignal formats it for an error
+        # message it then drops).
+        collected.append(
+            await collect_async(
                 connectors,
                 now=now,
                 deadline_seconds=deadline_seconds,
@@ -185,3 +191,7 @@ def collect(
                 progress=progress,
             )
         )
+
+    with paused_gc():
+        asyncio.run(main())
+    return collected[0]

@@ -12,11 +12,14 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from auditor.errors import ConfigError
 from auditor.resources import demo_dir, tenants_dir
-from connectors.dns.sandbox.world import EmailWorld, serve_world
-from connectors.m365.sandbox.server import Sandbox
+
+if TYPE_CHECKING:  # the sandboxes are imported when the demo runs, not by every command
+    from connectors.dns.sandbox.world import EmailWorld
+    from connectors.m365.sandbox.server import Sandbox
 
 DEMO_ORGANISATION = "contoso-health"
 _PLACEHOLDER = re.compile(r"\$\{date:([+-]\d+)\}")
@@ -45,6 +48,8 @@ def email_world(organisation: str = DEMO_ORGANISATION) -> Iterator[EmailWorld | 
     if not path.is_file():
         yield None
         return
+    from connectors.dns.sandbox.world import serve_world
+
     with serve_world(path) as world:
         yield world
 
@@ -68,6 +73,8 @@ def render_template(
 
 def sandbox_for(organisation: str = DEMO_ORGANISATION, **kwargs: object) -> Sandbox:
     """The sandbox serving the sample organisation's recorded Microsoft 365 tenant."""
+    from connectors.m365.sandbox.server import Sandbox
+
     return Sandbox(tenants_dir() / organisation, **kwargs)  # type: ignore[arg-type]
 
 

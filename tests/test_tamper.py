@@ -133,9 +133,7 @@ def _small_bundle(path: Path) -> Path:
     started = dt.datetime(2026, 11, 27, 12, 0, 0, tzinfo=dt.UTC)
     files = {"results.json": b'{"a": 1}\n', "snapshot.json": b"{}\n", "raw/x.json": b"[1, 2, 3]\n"}
 
-    def manifest(
-        listing: list[dict[str, JSON]], _r: list[str], sig: dict[str, JSON] | None
-    ) -> dict[str, JSON]:
+    def manifest(listing: list[dict[str, JSON]], sig: dict[str, JSON] | None) -> dict[str, JSON]:
         return {
             "run": {"id": "t", "started_at": "2026-11-27T12:00:00Z"},
             "signature": sig,

@@ -13,13 +13,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor.errors import BundleError
 from auditor.evidence import layout, signing
-from auditor.evidence.ziparchive import build_zip
+from auditor.evidence.ziparchive import Packed, build_zip
 from auditor.jsonutil import JSON, dumps_pretty, sha256_hex
 from auditor.redact import Redactor
 
-ManifestBuilder = Callable[
-    [list[dict[str, JSON]], list[str], dict[str, JSON] | None], dict[str, JSON]
-]
+ManifestBuilder = Callable[[list[dict[str, JSON]], dict[str, JSON] | None], dict[str, JSON]]
 
 
 @dataclass(frozen=True)
@@ -33,9 +31,10 @@ class Signer:
         return signing.fingerprint(self.key.public_key())
 
 
-def sums_text(files: dict[str, bytes]) -> bytes:
-    """`sha256sum -c` format, sorted by path."""
-    return "".join(f"{sha256_hex(files[n])}  {n}\n" for n in sorted(files)).encode()
+def sums_text(files: dict[str, bytes], digests: dict[str, str] | None = None) -> bytes:
+    """`sha256sum -c` format, sorted by path. `digests` holds hashes worked out already."""
+    known = digests or {}
+    return "".join(f"{known.get(n) or sha256_hex(files[n])}  {n}\n" for n in sorted(files)).encode()
 
 
 def parse_sums(text: bytes) -> dict[str, str]:
@@ -57,18 +56,16 @@ def assemble(
     *,
     signer: Signer | None,
     redactor: Redactor,
+    digests: dict[str, str] | None = None,
 ) -> list[tuple[str, bytes]]:
-    """The bundle's members in order: redacted, listed in the manifest, hashed and signed."""
+    """The bundle's members in order: listed in the manifest, hashed and signed. The files are
+    scrubbed already (see `auditor.audit`); the manifest, made here, is scrubbed here.
+    `digests` holds the files' sha256 where the caller has them (each hashed once a run)."""
     for name in files:
         problem = layout.unsafe_reason(name)
         if problem:
             raise BundleError(f"refusing to write bundle member {name!r}: {problem}")
-    cleaned: dict[str, bytes] = {}
-    redacted: list[str] = []
-    for name, content in files.items():
-        cleaned[name] = redactor.bytes(content)
-        if cleaned[name] != content:
-            redacted.append(name)
+    cleaned = dict(files)
     signature_info: dict[str, JSON] | None = None
     if signer is not None:
         cleaned[layout.PUBLIC_KEY] = signing.public_pem(signer.key.public_key())
@@ -79,13 +76,17 @@ def assemble(
             "public_key_file": layout.PUBLIC_KEY,
             "fingerprint": signer.fingerprint,
         }
+    known = dict(digests or {})
+    for name, content in cleaned.items():
+        if name not in known:
+            known[name] = sha256_hex(content)
     listing: list[dict[str, JSON]] = [
-        {"path": n, "sha256": sha256_hex(cleaned[n]), "size": len(cleaned[n])}
-        for n in sorted(cleaned)
+        {"path": n, "sha256": known[n], "size": len(cleaned[n])} for n in sorted(cleaned)
     ]
-    manifest = make_manifest(listing, sorted(redacted), signature_info)
+    manifest = make_manifest(listing, signature_info)
     cleaned[layout.MANIFEST] = redactor.bytes(dumps_pretty(manifest).encode())
-    sums = sums_text(cleaned)
+    known.pop(layout.MANIFEST, None)
+    sums = sums_text(cleaned, known)
     members = [(layout.MANIFEST, cleaned[layout.MANIFEST])]
     members += [(n, cleaned[n]) for n in sorted(cleaned) if n != layout.MANIFEST]
     members.append((layout.SUMS, sums))
@@ -121,8 +122,13 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def write_bundle(path: Path, members: list[tuple[str, bytes]], moment: dt.datetime) -> None:
+def write_bundle(
+    path: Path,
+    members: list[tuple[str, bytes]],
+    moment: dt.datetime,
+    packed: dict[str, Packed] | None = None,
+) -> None:
     try:
-        write_atomically(path, build_zip(members, moment))
+        write_atomically(path, build_zip(members, moment, packed))
     except OSError as exc:
         raise BundleError(f"cannot write the bundle: {exc.strerror}", where=str(path)) from exc

@@ -77,6 +77,7 @@ def build_manifest(
     signature: dict[str, JSON] | None,
     files: list[dict[str, Any]],
     redacted: list[str],
+    timings: dict[str, JSON] | None = None,
 ) -> dict[str, JSON]:
     return {
         "format": FORMAT,
@@ -92,5 +93,7 @@ def build_manifest(
             "secrets": "removed from every file before hashing",
             "files_where_the_final_check_removed_something": redacted,
         },
+        # Where the run's time went, in seconds by phase (and the share spent scrubbing).
+        "timings": timings or {},
         "files": files,
     }

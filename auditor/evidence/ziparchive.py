@@ -50,19 +50,44 @@ def _flags(name: str) -> int:
     return _UTF8_FLAG if not name.isascii() else 0
 
 
-def build_zip(members: Iterable[tuple[str, bytes]], moment: dt.datetime) -> bytes:
-    """The canonical archive of (name, content) pairs, in the order given."""
+@dataclass(frozen=True)
+class Packed:
+    """A member's content deflated, with what its headers say of it."""
+
+    content: bytes
+    data: bytes
+    crc: int
+
+
+def pack(name: str, content: bytes) -> Packed:
+    """Deflate a member (the costly part of writing an archive, so it can be done, and timed,
+    before the archive is laid out)."""
+    if len(content) > MAX_MEMBER_SIZE:
+        raise ArchiveError(name, "larger than 2 GiB; bundles do not use zip64")
+    # Level 6, not the faster 1-3: their streams leave some bytes whose change decodes to the
+    # same content (unused Huffman codes), so a flipped byte there would go unnoticed.
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    data = compressor.compress(content) + compressor.flush()
+    return Packed(content, data, zlib.crc32(content) & 0xFFFFFFFF)
+
+
+def build_zip(
+    members: Iterable[tuple[str, bytes]],
+    moment: dt.datetime,
+    packed: dict[str, Packed] | None = None,
+) -> bytes:
+    """The canonical archive of (name, content) pairs, in the order given. `packed` holds
+    members deflated already (used when the content is the same object)."""
     dos_time, dos_date = dos_datetime(moment)
     body = bytearray()
     central = bytearray()
     count = 0
     for name, content in members:
-        if len(content) > MAX_MEMBER_SIZE:
-            raise ArchiveError(name, "larger than 2 GiB; bundles do not use zip64")
+        ready = (packed or {}).get(name)
+        if ready is None or ready.content is not content:
+            ready = pack(name, content)
         encoded = name.encode("utf-8")
-        compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
-        packed = compressor.compress(content) + compressor.flush()
-        crc = zlib.crc32(content) & 0xFFFFFFFF
+        packed_data, crc = ready.data, ready.crc
         offset = len(body)
         flags = _flags(name)
         body += struct.pack(
@@ -74,12 +99,12 @@ def build_zip(members: Iterable[tuple[str, bytes]], moment: dt.datetime) -> byte
             dos_time,
             dos_date,
             crc,
-            len(packed),
+            len(packed_data),
             len(content),
             len(encoded),
             0,
         )
-        body += encoded + packed
+        body += encoded + packed_data
         central += struct.pack(
             _CENTRAL_FMT,
             _CENTRAL,
@@ -90,7 +115,7 @@ def build_zip(members: Iterable[tuple[str, bytes]], moment: dt.datetime) -> byte
             dos_time,
             dos_date,
             crc,
-            len(packed),
+            len(packed_data),
             len(content),
             len(encoded),
             0,

@@ -9,7 +9,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from connectors.base import (
     CollectContext,
@@ -25,7 +25,6 @@ from connectors.m365.auth import METHODS, AuthSettings, TokenCache, build_creden
 from connectors.m365.clouds import CLOUDS, endpoints_for
 from connectors.m365.exchange import SYSTEM_MAILBOX, AdminApi
 from connectors.m365.fetched import Fetched
-from connectors.m365.graph import GraphReader
 from connectors.m365.http import Limits, make_clients
 from connectors.m365.normalise import (
     ADMIN_API_SECTIONS,
@@ -35,6 +34,9 @@ from connectors.m365.normalise import (
     normalise,
 )
 from connectors.m365.permissions import permissions
+
+if TYPE_CHECKING:  # imported while the sign-in is in flight (see collect)
+    from connectors.m365.graph import GraphReader
 
 USER_FIELDS = "id,userPrincipalName,displayName,accountEnabled,userType"
 # Read first: the tenant's id and initial domain, which the admin API's anchors name.
@@ -235,14 +237,6 @@ class M365Connector(Connector):
         tokens = TokenCache(credential, ctx.run_blocking, ctx.register_secret)
         transport, graph_http, admin_http = make_clients(limits, endpoints.ca_bundle)
         cloud = endpoints.cloud
-        graph = GraphReader(
-            graph_http,
-            tokens.token,
-            endpoints.graph,
-            cloud.graph_scope,
-            _now,
-            wait_to_retry=transport.wait_to_retry,
-        )
         identity = _TenantIdentity(auth.tenant_id)
         exchange = AdminApi(
             admin_http,
@@ -273,7 +267,19 @@ class M365Connector(Connector):
             ctx.progress(f"signing in ({method})")
             signing_in = asyncio.ensure_future(tokens.token(cloud.graph_scope))
             await asyncio.sleep(0)  # the sign-in starts in its worker thread...
-            transport.open_pool(endpoints.graph)  # ...while Graph's connection pool is set up
+            # ...while the Graph SDK is imported (a tenth of a second of kiota's modules) and
+            # Graph's connection pool is set up.
+            from connectors.m365.graph import GraphReader
+
+            graph = GraphReader(
+                graph_http,
+                tokens.token,
+                endpoints.graph,
+                cloud.graph_scope,
+                _now,
+                wait_to_retry=transport.wait_to_retry,
+            )
+            transport.open_pool(endpoints.graph)
             await signing_in
             ctx.progress("reading Graph, Exchange and Security & Compliance")
             identity.reading = asyncio.ensure_future(graph.collection(*ORGANIZATION))
