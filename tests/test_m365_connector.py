@@ -149,6 +149,20 @@ def test_single_objects_share_batch_calls(fabrikam: Sandbox) -> None:
     }
 
 
+def test_excluded_groups_are_looked_up_while_the_users_are_still_being_read() -> None:
+    # The lookups wait for the policies, not for the longest collection (on a large tenant,
+    # the last users page): seven users pages at 30 ms each take far longer than the policies.
+    faults = Faults(latency_ms=30)
+    with Sandbox(TENANTS / "fabrikam-clinic", page_size=10, faults=faults) as sandbox:
+        ctx, _ = _collect(sandbox)
+        order = [e.recorded or e.path for e in sandbox.log]
+    assert _sections(ctx)["m365.entra.conditional_access"].status == "ok"
+    groups = [i for i, r in enumerate(order) if r.startswith("graph/v1.0/groups/")]
+    users = [i for i, r in enumerate(order) if r == "graph/v1.0/users"]
+    assert groups and len(users) == 7
+    assert max(groups) < users[-1], order
+
+
 def test_the_admin_api_is_called_as_working_public_clients_call_it(fabrikam: Sandbox) -> None:
     """Exchange Online: POSTs straight to its host, anchored by tenant id. Security &
     Compliance: the module-file GET to the front door first, then POSTs to the region its

@@ -389,3 +389,36 @@ def test_a_strength_is_judged_by_the_tenants_own_list_of_strengths() -> None:
     )[0]
     assert facts["authentication_strength"]["resolved"] is False
     assert facts["requires_mfa"] is False
+
+
+@pytest.mark.parametrize(
+    "annotation", ["Identity@data.type", "Identity\\u0040data.type", "@odata.type"]
+)
+def test_annotations_are_stripped_from_cmdlet_answers_kept_as_bytes(annotation: str) -> None:
+    # The connector keeps each admin-API answer's bytes beside its parsed objects; a scan of the
+    # bytes decides whether the objects need their annotations stripped. `\u0040` is an `@`.
+    from connectors.m365.fetched import Fetched
+    from connectors.m365.normalise import SECTIONS
+
+    name = json.loads(f'"{annotation}"')
+    items = [{"Identity": "user01", name: "System.String", "AuditEnabled": True}]
+    body = (
+        b'[{"Identity":"user01","'
+        + annotation.encode()
+        + b'":"System.String","AuditEnabled":true}]'
+    )
+    fetched = {"exo/Get-Mailbox": Fetched("exo/Get-Mailbox", 200, items, NOW, body=body)}
+    out = {s.name: s for s in normalise(fetched, M365Settings(), only=frozenset(SECTIONS))}
+    assert out["m365.exo.mailboxes"].data == [{"Identity": "user01", "AuditEnabled": True}]
+
+
+def test_cmdlet_answers_without_annotations_are_read_as_they_are() -> None:
+    from connectors.m365.fetched import Fetched
+    from connectors.m365.normalise import SECTIONS
+
+    items = [{"Identity": "user01", "UserPrincipalName": "user01@example.org"}]
+    body = json.dumps(items).encode()
+    fetched = {"exo/Get-Mailbox": Fetched("exo/Get-Mailbox", 200, items, NOW, body=body)}
+    out = {s.name: s for s in normalise(fetched, M365Settings(), only=frozenset(SECTIONS))}
+    assert out["m365.exo.mailboxes"].data == items
+    assert out["m365.exo.mailboxes"].data[0] is items[0]  # no copy of a tenant's mailboxes

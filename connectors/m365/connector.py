@@ -36,6 +36,8 @@ from connectors.m365.normalise import (
 from connectors.m365.permissions import permissions
 
 if TYPE_CHECKING:  # imported while the sign-in is in flight (see collect)
+    from collections.abc import Awaitable
+
     from connectors.m365.graph import GraphReader
 
 USER_FIELDS = "id,userPrincipalName,displayName,accountEnabled,userType"
@@ -45,10 +47,11 @@ ORGANIZATION = ("organization", "$select=id,displayName,verifiedDomains")
 # permissions users may consent to under the "low impact" consent policy.
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 # Collections, read page by page: (path, query).
+CA_POLICIES = "identity/conditionalAccess/policies"
 GRAPH_COLLECTIONS = (
     ("users", f"$select={USER_FIELDS}&$top=999"),
     ("reports/authenticationMethods/userRegistrationDetails", "$top=999"),
-    ("identity/conditionalAccess/policies", ""),
+    (CA_POLICIES, ""),
     ("policies/authenticationStrengthPolicies", ""),
     ("roleManagement/directory/roleDefinitions", ""),
     ("roleManagement/directory/roleAssignments", ""),
@@ -332,23 +335,26 @@ class M365Connector(Connector):
         """Everything, concurrently. The admin API answers usually arrive well before the last
         Graph pages; their evidence and sections are prepared in a worker thread meanwhile."""
 
+        async def policies_then_groups(path: str, query: str) -> list[Fetched]:
+            # The excluded groups are looked up as soon as the policies are in, not after the
+            # longest collection: on a large tenant that is the last users page.
+            policies = await graph.collection(path, query)
+            groups = _excluded_groups(policies)
+            if not groups:
+                return [policies]
+            looked_up = await graph.batch(f"groups/{g}?$select=id,displayName" for g in groups)
+            return [policies, *looked_up.values()]
+
         async def graph_part() -> list[Fetched]:
             singles = asyncio.ensure_future(graph.batch(GRAPH_SINGLES))
-            collections = await asyncio.gather(
-                *(graph.collection(path, query) for path, query in GRAPH_COLLECTIONS)
-            )
-            found: list[Fetched] = [await organisation, *(await singles).values(), *collections]
-            policies = next(
-                (f for f in found if f.path.endswith("conditionalAccess/policies")), None
-            )
-            groups = _excluded_groups(policies)
-            if groups:
-                found += list(
-                    (
-                        await graph.batch(f"groups/{g}?$select=id,displayName" for g in groups)
-                    ).values()
-                )
-            return found
+            reads = [
+                policies_then_groups(path, query)
+                if path == CA_POLICIES
+                else _as_list(graph.collection(path, query))
+                for path, query in GRAPH_COLLECTIONS
+            ]
+            collections = [f for part in await asyncio.gather(*reads) for f in part]
+            return [await organisation, *(await singles).values(), *collections]
 
         async def exchange_part() -> list[Fetched]:
             calls = (exchange.invoke(c, p, self._select(c)) for c, p in EXCHANGE_CMDLETS)
@@ -376,7 +382,9 @@ class M365Connector(Connector):
         return selected
 
     def _prepare_admin(self, admin: dict[str, Fetched], settings: M365Settings) -> list[SectionOut]:
-        self._bodies.update({path: _compact(f.data) for path, f in admin.items() if f.ok})
+        self._bodies.update(
+            {path: _compact(f.data) for path, f in admin.items() if f.ok and f.body is None}
+        )
         return normalise(admin, settings, only=ADMIN_API_SECTIONS)
 
     def _keep_raw(
@@ -523,6 +531,10 @@ def _tenant_facts(fetched: dict[str, Fetched], tenant_id: str) -> dict[str, str]
             if isinstance(domain, dict) and domain.get("isInitial") and domain.get("name"):
                 facts["default_domain"] = str(domain["name"])
     return facts
+
+
+async def _as_list(reading: Awaitable[Fetched]) -> list[Fetched]:
+    return [await reading]
 
 
 def _compact(data: Any) -> bytes:

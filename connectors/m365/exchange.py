@@ -153,6 +153,7 @@ class AdminApi:
         body = json.dumps({"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters or {}}})
         url: str | None = self.endpoint(select)
         items: list[Any] = []
+        chunks: list[bytes] = []
         rediscovered = False
         try:
             while url:
@@ -186,7 +187,13 @@ class AdminApi:
                         self._now(),
                         f"{recorded} answered JSON that is not a page of objects",
                     )
-                items.extend(page.get("value", []))
+                values = page.get("value", [])
+                items.extend(values)
+                if values:
+                    # Each page's evidence is encoded as it arrives, in the wait for the next:
+                    # 50,000 mailboxes encoded at once hold the event loop for a third of a
+                    # second, and every other read with it.
+                    chunks.append(_compact(values)[1:-1])
                 next_link = page.get("@odata.nextLink")
                 if not isinstance(next_link, str) or not next_link:
                     break
@@ -208,7 +215,11 @@ class AdminApi:
             )
         except httpx.HTTPError as exc:
             return self._failure(recorded, 0, f"{type(exc).__name__}: {exc}")
-        return Fetched(recorded, 200, items, self._now())
+        return Fetched(recorded, 200, items, self._now(), body=b"[" + b",".join(chunks) + b"]")
+
+
+def _compact(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _origin(url: str) -> str:
