@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -164,13 +165,47 @@ _SHAPES: tuple[_Shape, ...] = (
 def _hints() -> Any:
     """Every shape's hint as one RE2 expression, a named group each: RE2 scans a text once, in
     time linear in its length, whatever the expression (Python's `re` would try each
-    alternative at each position)."""
+    alternative at each position). Used where the one-pass set below is not at hand."""
+    return re2.compile("|".join(f"(?P<{s.key}>{s.hint})" for s in _SHAPES), _re2_options())
+
+
+def _re2_options() -> Any:
     options = re2.Options()
     options.max_mem = 64 << 20
-    return re2.compile("|".join(f"(?P<{s.key}>{s.hint})" for s in _SHAPES), options)
+    return options
 
 
 _HINTS = _hints()
+_KNOWN = "known secret"
+
+
+class _Finder:
+    """What may be in a text, in one linear pass: an RE2 set of every shape's hint and of the
+    exact secrets known, which reports each that occurs anywhere (overlaps included, unlike an
+    alternation, where a hint's match can hide a secret that starts inside it). The set scans
+    bytes without decoding them and lets go of the GIL while it scans.
+
+    Its first member matches only at the end of a text: a scan that did not reach the end (RE2
+    gives up when its memory runs out) does not report it, and is then not trusted."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        found = re2.Set.SearchSet(_re2_options())
+        found.Add(r"\z")
+        self.labels = ["end", *(shape.key for shape in _SHAPES)]
+        for shape in _SHAPES:
+            found.Add(shape.hint)
+        if secrets:
+            found.Add("|".join(re2.escape(secret) for secret in secrets))
+            self.labels.append(_KNOWN)
+        found.Compile()
+        self._set = found
+
+    def present(self, data: bytes) -> set[str] | None:
+        """The labels found in `data`; None when the scan cannot be trusted."""
+        indices = self._set.Match(data) or []
+        if 0 not in indices:
+            return None
+        return {self.labels[i] for i in indices if i}
 
 
 def secret_env_values(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -182,8 +217,16 @@ class Redactor:
     def __init__(self, secrets: list[str] | None = None) -> None:
         self._secrets: set[str] = set()
         self._ordered: list[str] = []
-        # Time spent scrubbing, for the run's timings.
+        # Changes whenever a secret is learnt: a text scrubbed before then is scrubbed again.
+        self.generation = 0
+        self._finder: _Finder | None = None
+        self._finder_generation = -1
+        self._finder_lock = threading.Lock()
+        # Processor time spent scrubbing, summed over the threads that scrub, for the run's
+        # timings. Processor time, not elapsed: a scrub in a worker thread that waits for the
+        # interpreter's lock while the collection goes on is not scrubbing all that while.
         self.seconds = 0.0
+        self._timing = threading.Lock()
         for value in secrets or []:
             self.add(value)
 
@@ -204,35 +247,77 @@ class Redactor:
                     if len(line.strip()) >= 16:
                         self._secrets.add(line.strip())
         # Longest first, so a secret that contains another is removed whole.
-        self._ordered = sorted(self._secrets, key=len, reverse=True)
+        ordered = sorted(self._secrets, key=len, reverse=True)
+        if ordered != self._ordered:
+            self._ordered = ordered
+            self.generation += 1
 
     def text(self, value: str) -> str:
-        started = time.perf_counter()
+        started = time.thread_time()
         try:
-            return self._scrub(value)
+            present = self._present(value.encode("utf-8", "surrogatepass"), value)
+            return self._remove(value, present) if present else value
         finally:
-            self.seconds += time.perf_counter() - started
+            self._spent(time.thread_time() - started)
 
-    def _scrub(self, value: str) -> str:
-        for secret in self._ordered:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        present = {match.lastgroup for match in _HINTS.finditer(value)}
-        if present:
-            for shape in _SHAPES:
-                if shape.key in present:
-                    value = shape.pattern.sub(shape.replacement, value)
+    def _spent(self, seconds: float) -> None:
+        with self._timing:
+            self.seconds += seconds
+
+    def _current_finder(self) -> _Finder | None:
+        with self._finder_lock:
+            if self._finder_generation != self.generation:
+                generation, secrets = self.generation, self._ordered
+                try:
+                    self._finder = _Finder(secrets)
+                except (re2.error, UnicodeEncodeError):
+                    # A secret RE2 cannot take (too large, not UTF-8): the slower net below.
+                    self._finder = None
+                self._finder_generation = generation
+            return self._finder
+
+    def _present(self, data: bytes, text: str | None = None) -> set[str]:
+        """What `data` may hold: shape keys, and `_KNOWN` for an exact secret."""
+        finder = self._current_finder()
+        present = finder.present(data) if finder is not None else None
+        if present is not None:
+            return present
+        # The set could not be built or could not finish: each net on its own.
+        if text is None:
+            text = data.decode("utf-8", "replace")
+        present = {match.lastgroup for match in _HINTS.finditer(text)}
+        if any(secret in text for secret in self._ordered):
+            present.add(_KNOWN)
+        return present
+
+    def _remove(self, value: str, present: set[str]) -> str:
+        if _KNOWN in present:
+            for secret in self._ordered:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            present = {match.lastgroup for match in _HINTS.finditer(value)}
+        for shape in _SHAPES:
+            if shape.key in present:
+                value = shape.pattern.sub(shape.replacement, value)
         return value
 
     def json(self, value: Any) -> Any:
         """A JSON-like value with secrets removed from its strings. The value is scanned as one
         text (far faster than visiting each string of a large section); no pattern crosses a
         string's end, so the text stays the same structure."""
+        started = time.thread_time()
         try:
-            text = orjson.dumps(value).decode()
-        except (TypeError, orjson.JSONEncodeError):  # integers beyond 64 bits, odd keys
-            text = json.dumps(value, ensure_ascii=False)
-        cleaned = self.text(text)
+            try:
+                raw = orjson.dumps(value)
+            except (TypeError, orjson.JSONEncodeError):  # integers beyond 64 bits, odd keys
+                raw = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+            present = self._present(raw)
+            if not present:
+                return value
+            text = raw.decode("utf-8", "surrogatepass")
+            cleaned = self._remove(text, present)
+        finally:
+            self._spent(time.thread_time() - started)
         if cleaned == text:
             return value
         try:
@@ -251,17 +336,23 @@ class Redactor:
         return value
 
     def bytes(self, data: bytes) -> bytes:
+        """`data` with secrets removed; the same object when there were none. Content that is
+        not UTF-8 loses the exact secrets found in it."""
+        started = time.thread_time()
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            # Binary content: scrub the exact secret bytes that can be found.
-            started = time.perf_counter()
-            for secret in self._ordered:
-                data = data.replace(secret.encode("utf-8"), REDACTED.encode())
-            self.seconds += time.perf_counter() - started
-            return data
-        cleaned = self.text(text)
-        return data if cleaned == text else cleaned.encode("utf-8")
+            present = self._present(data)
+            if not present:
+                return data
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                for secret in self._ordered:
+                    data = data.replace(secret.encode("utf-8", "surrogatepass"), REDACTED.encode())
+                return data
+            cleaned = self._remove(text, present)
+            return data if cleaned == text else cleaned.encode("utf-8")
+        finally:
+            self._spent(time.thread_time() - started)
 
 
 class RedactingFilter(logging.Filter):

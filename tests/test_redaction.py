@@ -114,6 +114,42 @@ def test_repeated_key_markers_do_not_stop_the_scrub() -> None:
     assert Redactor().text(text) == text
 
 
+def test_a_known_secret_that_starts_inside_a_credential_shape_is_still_found() -> None:
+    # The key id's shape and the secret overlap: one pass reports both, not only the first.
+    secret = "MNOPQRSTUV-private-value-7731"
+    text = f"id AKIAZ7EXAMPLE2QRSTU{secret} end"
+    cleaned = Redactor([secret]).text(text)
+    assert secret not in cleaned and "private-value" not in cleaned
+
+
+@pytest.mark.parametrize("kind", ["text", "bytes", "json"])
+def test_when_the_one_pass_scan_cannot_be_trusted_each_net_runs_on_its_own(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RE2 gives up on a set whose memory runs out; the set then does not report reaching the
+    # end of the text, and the redactor falls back to the hint expression and exact search.
+    import auditor.redact
+
+    monkeypatch.setattr(auditor.redact._Finder, "present", lambda self, data: None)
+    secret = "exact-secret-value-0042"
+    redactor = Redactor([secret])
+    text = f"token {secret} and key {AWS_KEY_ID}"
+    if kind == "text":
+        cleaned = redactor.text(text)
+    elif kind == "bytes":
+        cleaned = redactor.bytes(text.encode()).decode()
+    else:
+        cleaned = redactor.json({"note": text})["note"]
+    assert secret not in cleaned and AWS_KEY_ID not in cleaned
+    assert cleaned.count(REDACTED) == 2
+
+
+def test_clean_bytes_come_back_as_the_same_object() -> None:
+    body = json.dumps({"value": [{"userPrincipalName": f"u{i}@example.org"} for i in range(50)]})
+    data = body.encode()
+    assert Redactor(["some-secret-value"]).bytes(data) is data
+
+
 def _tenant(tmp_path: Path) -> Path:
     """The published-shape tenant with lookalike names, and real credentials planted in free-text
     properties where a careless administrator might paste them."""
