@@ -23,7 +23,7 @@ from auditor.evidence.bundle import Signer, assemble, write_atomically, write_bu
 from auditor.evidence.manifest import build_manifest, ran_by, scope_of
 from auditor.evidence.packing import Packer
 from auditor.evidence.publish import Published, publish, targets_from_config
-from auditor.jsonutil import JSON, dumps_pretty
+from auditor.jsonutil import JSON, dumps_pretty_bytes
 from auditor.policy import PolicySet, load_policies
 from auditor.redact import Redactor
 from auditor.reports import html, junit, markdown, matrix, oscal, sarif
@@ -168,7 +168,7 @@ def raw_index(collection_raw: list[tuple[str, RawRecord]], digests: Mapping[str,
         }
         for connector, record in collection_raw
     ]
-    return dumps_pretty({"format": "commsaudit/raw-index/v1", "responses": index}).encode()
+    return dumps_pretty_bytes({"format": "commsaudit/raw-index/v1", "responses": index})
 
 
 class _Timings:
@@ -186,7 +186,8 @@ class _Timings:
 
     def to_json(self, redactor: Redactor) -> dict[str, JSON]:
         seconds: dict[str, JSON] = {k: round(v, 3) for k, v in self.phases.items()}
-        # Part of the phases above (at collection, and the last net), not a phase of its own.
+        # Not a phase of its own: processor time spent scrubbing, partly in worker threads
+        # beside the phases above (as answers are kept, and in the last net).
         seconds["redaction"] = round(redactor.seconds, 3)
         return {"seconds": seconds}
 
@@ -246,22 +247,24 @@ def run_audit(
     connectors = build_connectors(config, started)
 
     timings.lap("startup")
-    collection = collect(
-        connectors,
-        now=started,
-        deadline_seconds=options.deadline_seconds,
-        redactor=redactor,
-        progress=progress,
-    )
-    timings.lap("collect")
-    run = _Run(
-        config, options, policies, profile, redactor, signer, timings, env, started, run_id,
-        baseline,
-    )  # fmt: skip
-    # The raw answers are final: hashed and deflated on the other core while the policies are
-    # evaluated and the reports rendered; so is every other member, as soon as it is made.
+    # Every member of the bundle is hashed and deflated in worker threads as soon as it is
+    # final: a raw answer once it is scrubbed, while the collection goes on; the snapshot and
+    # reports while the policies are evaluated and the next report rendered.
     packer = Packer()
     try:
+        collection = collect(
+            connectors,
+            now=started,
+            deadline_seconds=options.deadline_seconds,
+            redactor=redactor,
+            progress=progress,
+            on_scrubbed=lambda record: packer.add(layout.RAW_DIR + record.path, record.body),
+        )
+        timings.lap("collect")
+        run = _Run(
+            config, options, policies, profile, redactor, signer, timings, env, started, run_id,
+            baseline,
+        )  # fmt: skip
         return _evaluate_and_keep(run, collection, packer)
     finally:
         packer.close()
@@ -294,6 +297,12 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
     for _connector, record in collection.raw:
         files[layout.RAW_DIR + record.path] = record.body
         packer.add(layout.RAW_DIR + record.path, record.body)
+    derive(snapshot)
+    timings.lap("derive")
+    # The snapshot is final once derived: it is deflated while the policies are evaluated.
+    files[layout.SNAPSHOT] = dumps_pretty_bytes(snapshot.to_json())
+    packer.add(layout.SNAPSHOT, files[layout.SNAPSHOT])
+    timings.lap("reports")
     evaluation, context = _evaluate(config, policies, snapshot, profile, started, timings)
     finished = utcnow().replace(microsecond=0)
     warnings = list(evaluation.warnings)
@@ -332,11 +341,9 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
         diff=changes,
     )
 
-    # Built from what the collection scrubbed: the raw answers and the snapshot are kept as
+    # Built from what the collection scrubbed: the raw answers and the snapshot were kept as
     # they are; what else goes in the bundle passes one last net (config values, such as an
     # endpoint with a password in it, reach the reports through the scope).
-    files[layout.SNAPSHOT] = dumps_pretty(snapshot.to_json()).encode()
-    packer.add(layout.SNAPSHOT, files[layout.SNAPSHOT])
     netted: list[str] = []
 
     def keep(name: str, content: bytes) -> None:
@@ -346,21 +353,21 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
         files[name] = cleaned
         packer.add(name, cleaned)
 
-    keep(layout.RESULTS, dumps_pretty(results.to_json()).encode())
+    keep(layout.RESULTS, dumps_pretty_bytes(results.to_json()))
     for policy in policies:
         keep(layout.POLICIES_DIR + policy.file_name, policy.content)
     keep("report.md", markdown.render(report).encode())
     keep("report.html", html.render(report).encode())
     keep("matrix.csv", matrix.to_csv(matrix.rows(report)).encode())
     if changes is not None:
-        keep("diff.json", dumps_pretty(changes.to_json()).encode())
+        keep("diff.json", dumps_pretty_bytes(changes.to_json()))
     keep("junit.xml", junit.render(report).encode())
-    keep("results.sarif", dumps_pretty(sarif.render(report)).encode())
+    keep("results.sarif", dumps_pretty_bytes(sarif.render(report)))
     files[layout.RAW_INDEX] = raw_index(collection.raw, packer.digests())
     packer.add(layout.RAW_INDEX, files[layout.RAW_INDEX])
     hashes = packer.digests()
     oscal_name = "oscal/assessment-results.json"
-    keep(oscal_name, dumps_pretty(oscal.render(report, snapshot, hashes)).encode())
+    keep(oscal_name, dumps_pretty_bytes(oscal.render(report, snapshot, hashes)))
     timings.lap("reports")
     # Every member deflated before the manifest is made, so it can say how long that took.
     hashes = packer.digests()
@@ -404,14 +411,14 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
         published, publish_problems = publish(bundle_path, targets, finished)
         write_atomically(
             out_dir / "published.json",
-            dumps_pretty(
+            dumps_pretty_bytes(
                 {
                     "format": "commsaudit/published/v1",
                     "bundle": name,
                     "copies": [p.to_json() for p in published],
                     "problems": list(publish_problems),
                 }
-            ).encode(),
+            ),
         )
     public_key = None
     if signer is not None and signer.ephemeral:

@@ -101,7 +101,10 @@ class CollectContext:
     max_blocking: int = 16
     #: Put before every raw path, so two copies of one connector never write the same file.
     raw_prefix: str = ""
+    #: Told of each response as it is kept: the run scrubs it at once, beside the collection.
+    on_raw: Callable[[RawRecord], None] = lambda _record: None
     _blocking_slots: asyncio.Semaphore = field(init=False, repr=False)
+    _taken: set[str] = field(init=False, repr=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self._blocking_slots = asyncio.Semaphore(self.max_blocking)
@@ -116,10 +119,9 @@ class CollectContext:
         repeats), for the sections read from it to cite."""
         if self.raw_prefix:
             record = replace(record, path=self.raw_prefix + record.path)
-        taken = {r.path for r in self.raw}
         path = record.path
         n = 2
-        while path in taken:
+        while path in self._taken:
             stem, dot, ext = record.path.rpartition(".")
             path = f"{stem}~{n}.{ext}" if dot else f"{record.path}~{n}"
             n += 1
@@ -134,6 +136,8 @@ class CollectContext:
                 media_type=record.media_type,
             )
         self.raw.append(record)
+        self._taken.add(path)
+        self.on_raw(record)
         return f"raw/{path}"
 
     def add_section(

@@ -143,3 +143,65 @@ def test_raw_paths_are_bundle_paths_and_made_unique() -> None:
     )
     assert ctx.add_raw(record) == "raw/m365/graph/v1.0/users.json"
     assert ctx.add_raw(record) == "raw/m365/graph/v1.0/users~2.json"
+
+
+class _LateSecret(Connector):
+    """Keeps an answer that holds a token, and only then learns the token (as a connector that
+    signs in again mid-run would): the answer was being scrubbed before the secret was known."""
+
+    name: ClassVar[str] = "late"
+    title: ClassVar[str] = "Late secret"
+    platforms: ClassVar[tuple[Platform, ...]] = ("dns",)
+    config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    token = "late-token-4f9c1e7a2b"
+
+    async def collect(self, ctx: CollectContext) -> None:
+        ctx.add_subject("dns", "domain", "late.example")
+        body = b'{"note": "the service echoed ' + self.token.encode() + b'"}'
+        ctx.add_raw(RawRecord(path="late/r.json", source="fake", body=body, collected_at=ctx.now))
+        await asyncio.sleep(0.2)  # the scrub of that answer is done or under way by now
+        ctx.register_secret(self.token)
+
+
+def test_an_answer_kept_before_its_secret_was_learnt_is_scrubbed_again() -> None:
+    handed_over: list[RawRecord] = []
+    collection = collect(
+        [_LateSecret({}, Path())],
+        now=NOW,
+        deadline_seconds=5,
+        redactor=Redactor(),
+        on_scrubbed=handed_over.append,
+    )
+    ((_name, record),) = collection.raw
+    assert _LateSecret.token.encode() not in record.body
+    assert b"[REDACTED]" in record.body
+    # The bundle was told of the answer twice: once too early, then clean; the last one counts.
+    assert handed_over[-1].body == record.body
+    assert all(r.path == "late/r.json" for r in handed_over)
+
+
+def test_every_raw_answer_is_handed_over_clean_as_it_is_scrubbed() -> None:
+    handed_over: list[RawRecord] = []
+    collection = collect(
+        [_Fake("a", "ok"), _Fake("b", "ok")],
+        now=NOW,
+        deadline_seconds=5,
+        redactor=Redactor(),
+        on_scrubbed=handed_over.append,
+    )
+    assert sorted(r.path for r in handed_over) == sorted(r.path for _c, r in collection.raw)
+
+
+def test_objects_collected_while_the_collector_was_paused_are_frozen() -> None:
+    import gc
+
+    from auditor.collect import paused_gc
+
+    before = gc.get_freeze_count()
+    with paused_gc():
+        kept = [[i] for i in range(1000)]  # lists: objects the collector tracks
+    try:
+        assert gc.get_freeze_count() >= before + len(kept)
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from auditor.errors import BundleError
 from auditor.evidence import layout, signing
 from auditor.evidence.ziparchive import Packed, build_zip
-from auditor.jsonutil import JSON, dumps_pretty, sha256_hex
+from auditor.jsonutil import JSON, dumps_pretty_bytes, sha256_hex
 from auditor.redact import Redactor
 
 ManifestBuilder = Callable[[list[dict[str, JSON]], dict[str, JSON] | None], dict[str, JSON]]
@@ -84,7 +84,7 @@ def assemble(
         {"path": n, "sha256": known[n], "size": len(cleaned[n])} for n in sorted(cleaned)
     ]
     manifest = make_manifest(listing, signature_info)
-    cleaned[layout.MANIFEST] = redactor.bytes(dumps_pretty(manifest).encode())
+    cleaned[layout.MANIFEST] = redactor.bytes(dumps_pretty_bytes(manifest))
     known.pop(layout.MANIFEST, None)
     sums = sums_text(cleaned, known)
     members = [(layout.MANIFEST, cleaned[layout.MANIFEST])]
