@@ -172,6 +172,7 @@ def main() -> None:
     tenant = work / "tenant"
     started = time.perf_counter()
     generate(tenant, args.users, args.mailboxes, args.policies)
+    os.sync()  # the tenant's files on disk before anything is timed, not written back during it
     print(
         f"generated tenant: {args.users:,} users, {args.mailboxes:,} mailboxes, "
         f"{args.policies} Conditional Access policies ({time.perf_counter() - started:.1f} s)"
@@ -216,7 +217,10 @@ def main() -> None:
             config = work / "commsaudit.toml"
             config.write_text("".join(lines) + limits)
             run = run_audit(config, work / "out", "--profile", "hipaa", "--format", "json")
-            print("the whole command: commsaudit audit --profile hipaa")
+            print(
+                "the whole command: commsaudit audit --profile hipaa "
+                "(its bytecode compiled beforehand, as an installed copy has it)"
+            )
             print(f"  wall time:         {run.wall:.2f} s (exit {run.exit_code}; {run.summary})")
             print(f"  ratio to the bound: {_ratio(run.wall, bound)} (target: at most 1.5x)")
             print(f"  phases:            {run.phases()}")

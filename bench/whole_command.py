@@ -34,8 +34,23 @@ class CommandRun:
         return ", ".join(parts) + f"; redaction {redaction:.2f} s ({share:.1f}% of the run)"
 
 
+def compile_bytecode() -> None:
+    """Compile this tree's modules, as an installed package has them (pip compiles on install).
+    Without it, a machine that sets PYTHONDONTWRITEBYTECODE (CI images often do) compiles every
+    module of ours on every run, a sixth of a second no installed copy spends. The bytecode goes
+    where Python looks for it (`__pycache__`, which git ignores)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(ROOT / "auditor"), str(ROOT / "connectors")],
+        env=env,
+        check=True,
+    )
+
+
 def run_audit(config: Path, out: Path, *args: str, env: dict[str, str] | None = None) -> CommandRun:
-    """`commsaudit audit --config CONFIG --out OUT ARGS` in a child process."""
+    """`commsaudit audit --config CONFIG --out OUT ARGS` in a child process, with this tree's
+    bytecode compiled beforehand (see `compile_bytecode`)."""
+    compile_bytecode()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     proc = subprocess.run(
