@@ -41,7 +41,8 @@ if TYPE_CHECKING:  # imported while the sign-in is in flight (see collect)
     from connectors.m365.graph import GraphReader
 
 USER_FIELDS = "id,userPrincipalName,displayName,accountEnabled,userType"
-# Read first: the tenant's id and initial domain, which the admin API's anchors name.
+# Read at once (right after the first page of each collection is asked for): the tenant's id
+# and initial domain, which the admin API's anchors name.
 ORGANIZATION = ("organization", "$select=id,displayName,verifiedDomains")
 # Microsoft Graph's own service principal: its delegated permission classifications say which
 # permissions users may consent to under the "low impact" consent policy.
@@ -58,6 +59,8 @@ GRAPH_COLLECTIONS = (
     ("domains", ""),
     (f"servicePrincipals(appId='{GRAPH_APP_ID}')/delegatedPermissionClassifications", ""),
 )
+# The collections with the most pages on a large tenant (one chain of requests each).
+LONGEST_CHAINS = ("users", "reports/authenticationMethods/userRegistrationDetails")
 # Single objects, read together in $batch calls.
 GRAPH_SINGLES = (
     "policies/identitySecurityDefaultsEnforcementPolicy",
@@ -285,9 +288,8 @@ class M365Connector(Connector):
             transport.open_pool(endpoints.graph)
             await signing_in
             ctx.progress("reading Graph, Exchange and Security & Compliance")
-            identity.reading = asyncio.ensure_future(graph.collection(*ORGANIZATION))
             fetched, early = await self._read_all(
-                ctx, graph, identity.reading, exchange, compliance, settings
+                ctx, graph, identity, exchange, compliance, settings
             )
         finally:
             await graph_http.aclose()
@@ -327,7 +329,7 @@ class M365Connector(Connector):
         self,
         ctx: CollectContext,
         graph: GraphReader,
-        organisation: asyncio.Future[Fetched],
+        identity: _TenantIdentity,
         exchange: AdminApi,
         compliance: AdminApi,
         settings: M365Settings,
@@ -345,14 +347,24 @@ class M365Connector(Connector):
             looked_up = await graph.batch(f"groups/{g}?$select=id,displayName" for g in groups)
             return [policies, *looked_up.values()]
 
-        async def graph_part() -> list[Fetched]:
-            singles = asyncio.ensure_future(graph.batch(GRAPH_SINGLES))
-            reads = [
+        # The longest chains of requests first: the first page of the users and of their
+        # registration details is on the wire before any other read is begun (each read's
+        # first request costs the event loop milliseconds, which those chains would wait out).
+        sent = {path: asyncio.Event() for path in LONGEST_CHAINS}
+        reads = [
+            asyncio.ensure_future(
                 policies_then_groups(path, query)
                 if path == CA_POLICIES
-                else _as_list(graph.collection(path, query))
-                for path, query in GRAPH_COLLECTIONS
-            ]
+                else _as_list(graph.collection(path, query, sent.get(path)))
+            )
+            for path, query in GRAPH_COLLECTIONS
+        ]
+        for first_page in sent.values():
+            await first_page.wait()
+        identity.reading = organisation = asyncio.ensure_future(graph.collection(*ORGANIZATION))
+        singles = asyncio.ensure_future(graph.batch(GRAPH_SINGLES))
+
+        async def graph_part() -> list[Fetched]:
             collections = [f for part in await asyncio.gather(*reads) for f in part]
             return [await organisation, *(await singles).values(), *collections]
 

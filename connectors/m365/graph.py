@@ -151,16 +151,24 @@ class GraphReader:
             return Fetched(recorded, status, None, self._now(), f"{reason} ({hint})", unlicensed)
         return Fetched(recorded, status, None, self._now(), reason)
 
-    async def collection(self, path: str, query: str = "") -> Fetched:
+    async def collection(
+        self, path: str, query: str = "", first_sent: asyncio.Event | None = None
+    ) -> Fetched:
         """GET `path` (e.g. `users`) and every following page; the body keeps all items in
-        `value`, as the recorded-tenant layout has them."""
+        `value`, as the recorded-tenant layout has them. `first_sent` is set once the first
+        request is on the wire (or could not be sent)."""
         recorded = f"graph/v1.0/{path}"
         first = f"{self.base}/{path}" + (f"?{query}" if query else "")
         merged: dict[str, Any] | None = None
         pages = 0
         chunks: list[bytes] | None = []  # each page's items, as received
-        pending: asyncio.Future[bytes] | None = asyncio.ensure_future(self._get_bytes(first))
+        pending: asyncio.Future[bytes] | None = None
         try:
+            try:
+                pending = await self._ask_for(first)
+            finally:
+                if first_sent is not None:
+                    first_sent.set()
             while pending is not None:
                 raw = await pending
                 # Graph sends the next link ahead of the items: put the request for the next
