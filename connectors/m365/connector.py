@@ -24,7 +24,7 @@ from connectors.base import (
 from connectors.m365.auth import METHODS, AuthSettings, TokenCache, build_credential
 from connectors.m365.clouds import CLOUDS, endpoints_for
 from connectors.m365.exchange import SYSTEM_MAILBOX, AdminApi
-from connectors.m365.fetched import Fetched
+from connectors.m365.fetched import Fetched, compact_json
 from connectors.m365.http import Limits, make_clients
 from connectors.m365.normalise import (
     ADMIN_API_SECTIONS,
@@ -395,7 +395,7 @@ class M365Connector(Connector):
 
     def _prepare_admin(self, admin: dict[str, Fetched], settings: M365Settings) -> list[SectionOut]:
         self._bodies.update(
-            {path: _compact(f.data) for path, f in admin.items() if f.ok and f.body is None}
+            {path: compact_json(f.data) for path, f in admin.items() if f.ok and f.body is None}
         )
         return normalise(admin, settings, only=ADMIN_API_SECTIONS)
 
@@ -435,7 +435,7 @@ class M365Connector(Connector):
                         path=f"m365/{path}.json",
                         source=found.source,
                         collected_at=found.collected_at,
-                        body=found.body or self._bodies.get(path) or _compact(found.data),
+                        body=found.body or self._bodies.get(path) or compact_json(found.data),
                         request=request,
                         status=found.status,
                     )
@@ -547,10 +547,6 @@ def _tenant_facts(fetched: dict[str, Fetched], tenant_id: str) -> dict[str, str]
 
 async def _as_list(reading: Awaitable[Fetched]) -> list[Fetched]:
     return [await reading]
-
-
-def _compact(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _first_error(fetched: dict[str, Fetched]) -> str:

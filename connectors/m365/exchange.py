@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from connectors.m365.fetched import Fetched
+from connectors.m365.fetched import Fetched, compact_json
 from connectors.m365.permissions import ADMIN_API_PERMISSION, READER_ROLE
 
 SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
@@ -193,7 +193,7 @@ class AdminApi:
                     # Each page's evidence is encoded as it arrives, in the wait for the next:
                     # 50,000 mailboxes encoded at once hold the event loop for a third of a
                     # second, and every other read with it.
-                    chunks.append(_compact(values)[1:-1])
+                    chunks.append(compact_json(values)[1:-1])
                 next_link = page.get("@odata.nextLink")
                 if not isinstance(next_link, str) or not next_link:
                     break
@@ -216,10 +216,6 @@ class AdminApi:
         except httpx.HTTPError as exc:
             return self._failure(recorded, 0, f"{type(exc).__name__}: {exc}")
         return Fetched(recorded, 200, items, self._now(), body=b"[" + b",".join(chunks) + b"]")
-
-
-def _compact(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _origin(url: str) -> str:

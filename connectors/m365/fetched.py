@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 
+def compact_json(data: Any) -> bytes:
+    """`data` as the evidence keeps a parsed answer: compact JSON, UTF-8 as it came."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 @dataclass(frozen=True)
 class Fetched:
     """One recorded path, such as `graph/v1.0/users`, `exo/Get-Mailbox` or
