@@ -200,10 +200,7 @@ def _evaluate(
     now: dt.datetime,
     timings: _Timings | None = None,
 ) -> tuple[Evaluation, EvaluationContext]:
-    """Derived sections, then every policy, with the config's waivers and parameters."""
-    derive(snapshot)
-    if timings is not None:
-        timings.lap("derive")
+    """Every policy over a derived snapshot, with the config's waivers and parameters."""
     context = EvaluationContext(
         profile=profile,
         now=now,
@@ -451,6 +448,7 @@ def evaluate_snapshot(
     all_policies = load_policy_set(config)
     chosen = profile or config.policies.profile
     policies = select_policies(config, all_policies, chosen, controls, skip)
+    derive(snapshot)
     evaluation, context = _evaluate(config, policies, snapshot, chosen, moment)
     run = RunInfo(
         id=str(uuid.uuid4()),

@@ -49,9 +49,11 @@ ORGANIZATION = ("organization", "$select=id,displayName,verifiedDomains")
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 # Collections, read page by page: (path, query).
 CA_POLICIES = "identity/conditionalAccess/policies"
+USERS = "users"
+REGISTRATIONS = "reports/authenticationMethods/userRegistrationDetails"
 GRAPH_COLLECTIONS = (
-    ("users", f"$select={USER_FIELDS}&$top=999"),
-    ("reports/authenticationMethods/userRegistrationDetails", "$top=999"),
+    (USERS, f"$select={USER_FIELDS}&$top=999"),
+    (REGISTRATIONS, "$top=999"),
     (CA_POLICIES, ""),
     ("policies/authenticationStrengthPolicies", ""),
     ("roleManagement/directory/roleDefinitions", ""),
@@ -60,7 +62,7 @@ GRAPH_COLLECTIONS = (
     (f"servicePrincipals(appId='{GRAPH_APP_ID}')/delegatedPermissionClassifications", ""),
 )
 # The collections with the most pages on a large tenant (one chain of requests each).
-LONGEST_CHAINS = ("users", "reports/authenticationMethods/userRegistrationDetails")
+LONGEST_CHAINS = (USERS, REGISTRATIONS)
 # Single objects, read together in $batch calls.
 GRAPH_SINGLES = (
     "policies/identitySecurityDefaultsEnforcementPolicy",
