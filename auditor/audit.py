@@ -4,6 +4,8 @@ The CLI is a thin layer over this."""
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import fnmatch
 import os
 import time
 import uuid
@@ -19,7 +21,7 @@ from auditor.diff import Diff, RunState, compare, read_bundle_state, state_from
 from auditor.engine import Evaluation, EvaluationContext, evaluate
 from auditor.errors import ConfigError, InputError
 from auditor.evidence import layout, signing
-from auditor.evidence.bundle import Signer, assemble, write_atomically, write_bundle
+from auditor.evidence.bundle import Signer, assemble, write_bundle, write_side_files
 from auditor.evidence.manifest import build_manifest, ran_by, scope_of
 from auditor.evidence.packing import Packer
 from auditor.evidence.publish import Published, publish, targets_from_config
@@ -49,6 +51,9 @@ class AuditOptions:
     ephemeral_key: bool = False
     # A previous run's bundle: the reports and diff.json say what changed since.
     baseline: Path | None = None
+    # The public key the baseline must be signed with (after a key change); without it, the
+    # run's own signing key when [evidence] require_signature is set.
+    baseline_key: Path | None = None
     # time.perf_counter() when the run began (the command's start, for the timings' startup
     # phase); None: when run_audit is called.
     clock_started: float | None = None
@@ -66,10 +71,12 @@ class AuditOutcome:
     diff: Diff | None = None
     published: list[Published] = field(default_factory=list)
     publish_problems: list[str] = field(default_factory=list)
+    # One line per file beside the bundle that could not be written (each is whole or absent).
+    write_problems: list[str] = field(default_factory=list)
 
 
 def load_policy_set(config: Config) -> PolicySet:
-    return load_policies([policies_dir(), *config.policies.paths])
+    return load_policies([policies_dir(), *config.policies.paths], built_in=policies_dir())
 
 
 def select_policies(
@@ -88,10 +95,76 @@ def select_policies(
                 hint="`commsaudit policies list` shows the ids",
             )
     all_policies.check_parameters(config.policies.parameters)
-    return all_policies.select(
+    controls = list(controls)
+    for glob in config.policies.controls:
+        _check_glob(all_policies, glob, "[policies] controls", config.label)
+    for glob in controls:
+        _check_glob(all_policies, glob, "--controls", None)
+    chosen = all_policies.select(
         profile,
         [*config.policies.controls, *controls],
         [*config.policies.skip_controls, *skip],
+    )
+    if not len(chosen):
+        # Nothing judged would exit 0: a pass for a run that checked nothing.
+        globs = ", ".join(repr(g) for g in [*config.policies.controls, *controls]) or "none"
+        skipped = ", ".join(repr(g) for g in [*config.policies.skip_controls, *skip]) or "none"
+        raise ConfigError(
+            f"no control of profile {profile!r} is left to evaluate (controls: {globs}; "
+            f"skipped: {skipped})",
+            hint=f"`commsaudit policies list --profile {profile}` shows its controls",
+        )
+    return chosen
+
+
+def check_waiver_lifetimes(config: Config, today: dt.date) -> None:
+    """A waiver may last at most `[policies] waiver_max_days` (a year unless set): one that
+    expires in 9999 is a permanent exception in disguise, and stops the run."""
+    limit = config.policies.waiver_max_days
+    for waiver in config.waivers:
+        problem = waiver.lifetime_problem(today, limit)
+        if problem is not None:
+            raise ConfigError(
+                f"{waiver.label()}: {problem}",
+                where=config.label,
+                hint="set an earlier expires (renew the waiver when it lapses), or raise "
+                "[policies] waiver_max_days",
+            )
+
+
+def override_warnings(policies: PolicySet) -> list[str]:
+    """One warning per selected control whose file replaced a built-in (or earlier) one."""
+    return [policies.overridden[pid].warning(pid) for pid in sorted(policies.overridden)]
+
+
+def overrides_for_manifest(policies: PolicySet) -> list[dict[str, JSON]]:
+    """The manifest's record of replaced controls: the file in the bundle and what it replaced
+    (the built-in control, or the name of an earlier policies directory)."""
+    return [
+        {
+            "id": pid,
+            "file": layout.POLICIES_DIR + policies.policies[pid].file_name,
+            "replaces": override.replaces
+            if override.replaces == "built-in"
+            else Path(override.replaces).name,
+        }
+        for pid, override in sorted(policies.overridden.items())
+    ]
+
+
+def _check_glob(policies: PolicySet, glob: str, source: str, where: str | None) -> None:
+    """A control glob that matches no control is a typo: without this check it selects
+    nothing, and a run that evaluates nothing passes."""
+    ids = sorted(policies.policies)
+    if any(fnmatch.fnmatchcase(pid, glob) for pid in ids):
+        return
+    close = difflib.get_close_matches(glob, ids, n=1)
+    hint = "`commsaudit policies list` shows the ids"
+    raise ConfigError(
+        f"{source}: {glob!r} matches no control"
+        + (f"; did you mean {close[0]!r}?" if close else ""),
+        where=where,
+        hint=hint,
     )
 
 
@@ -133,6 +206,24 @@ def resolve_signer(config: Config, environ: Mapping[str, str], *, ephemeral: boo
             signing.generate_key(), "a throwaway key made for this demo run", ephemeral=True
         )
     return None
+
+
+def read_baseline(config: Config, options: AuditOptions, signer: Signer | None) -> RunState | None:
+    """The previous run, verified like any bundle. Where signing is required, an unsigned or
+    otherwise-signed baseline could have been edited to make a new failure look old, so it must
+    carry the signature of this run's key (or of --baseline-key's)."""
+    if options.baseline is None:
+        return None
+    key, hint = None, None
+    if options.baseline_key is not None:
+        key = signing.load_public_key_file(options.baseline_key)
+    elif config.evidence.require_signature and signer is not None:
+        key = signer.key.public_key()
+        hint = (
+            "[evidence] require_signature is set, so the baseline must be signed with this "
+            "run's key; after a key change, pass the old public key as --baseline-key"
+        )
+    return read_bundle_state(options.baseline, key, hint=hint)
 
 
 def build_connectors(config: Config, now: dt.datetime) -> list[Connector]:
@@ -207,6 +298,7 @@ def _evaluate(
         waivers=list(config.waivers),
         parameters=config.policies.parameters,
         backend=config.policies.validator,
+        timeout_seconds=config.policies.timeout_seconds,
     )
     evaluation = evaluate(policies, snapshot, context)
     if timings is not None:
@@ -236,11 +328,12 @@ def run_audit(
     policies = select_policies(
         config, all_policies, profile, options.controls, options.skip_controls
     )
-    # Read (and verified) before anything is collected: a bad baseline stops the run early.
-    baseline = read_bundle_state(options.baseline) if options.baseline else None
+    check_waiver_lifetimes(config, started.date())
     signer = resolve_signer(config, env, ephemeral=options.ephemeral_key)
     if signer is not None:
         redactor.add(signing.private_pem(signer.key).decode())
+    # Read (and verified) before anything is collected: a bad baseline stops the run early.
+    baseline = read_baseline(config, options, signer)
     connectors = build_connectors(config, started)
 
     timings.lap("startup")
@@ -302,7 +395,7 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
     timings.lap("reports")
     evaluation, context = _evaluate(config, policies, snapshot, profile, started, timings)
     finished = utcnow().replace(microsecond=0)
-    warnings = list(evaluation.warnings)
+    warnings = [*override_warnings(policies), *evaluation.warnings]
     if signer is None:
         warnings.append(
             "the evidence bundle is not signed: set COMMSAUDIT_SIGNING_KEY or "
@@ -384,43 +477,41 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
             files=listing,
             redacted=sorted(netted),
             timings=timings.to_json(redactor),
+            overridden=overrides_for_manifest(policies),
         )
 
     members = assemble(files, make_manifest, signer=signer, redactor=redactor, digests=hashes)
     bundle_path = out_dir / name
     write_bundle(bundle_path, members, started, packed)
 
-    # The same reports beside the bundle under fixed names, for CI steps to pick up.
+    # The same reports beside the bundle under fixed names, for CI steps to pick up. Each is
+    # written whole or not at all; one that fails (a full disk) does not stop the others.
     contents = dict(members)
-    for report_name in (
-        "report.md",
-        "report.html",
-        "matrix.csv",
-        "junit.xml",
-        "results.sarif",
-        layout.RESULTS,
-    ):
-        write_atomically(out_dir / report_name, contents[report_name])
+    side_files = ("report.md", "report.html", "matrix.csv", "junit.xml", "results.sarif")
+    write_problems = write_side_files(
+        out_dir, [(n, contents[n]) for n in (*side_files, layout.RESULTS)]
+    )
     published: list[Published] = []
     publish_problems: list[str] = []
     if config.evidence.publish:
         targets = targets_from_config(config.evidence.publish, config.evidence.base_dir)
         published, publish_problems = publish(bundle_path, targets, finished)
-        write_atomically(
-            out_dir / "published.json",
-            dumps_pretty_bytes(
-                {
-                    "format": "commsaudit/published/v1",
-                    "bundle": name,
-                    "copies": [p.to_json() for p in published],
-                    "problems": list(publish_problems),
-                }
-            ),
+        copies: dict[str, JSON] = {
+            "format": "commsaudit/published/v1",
+            "bundle": name,
+            "copies": [p.to_json() for p in published],
+            "problems": list(publish_problems),
+        }
+        write_problems += write_side_files(
+            out_dir, [("published.json", dumps_pretty_bytes(copies))]
         )
     public_key = None
     if signer is not None and signer.ephemeral:
-        public_key = out_dir / (name.removesuffix(".zip") + ".pub.pem")
-        write_atomically(public_key, signing.public_pem(signer.key.public_key()))
+        key_name = name.removesuffix(".zip") + ".pub.pem"
+        pem = signing.public_pem(signer.key.public_key())
+        failed = write_side_files(out_dir, [(key_name, pem)])
+        write_problems += failed
+        public_key = None if failed else out_dir / key_name
     return AuditOutcome(
         results,
         snapshot,
@@ -432,6 +523,7 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
         changes,
         published,
         publish_problems,
+        write_problems,
     )
 
 
@@ -448,6 +540,7 @@ def evaluate_snapshot(
     all_policies = load_policy_set(config)
     chosen = profile or config.policies.profile
     policies = select_policies(config, all_policies, chosen, controls, skip)
+    check_waiver_lifetimes(config, moment.date())
     derive(snapshot)
     evaluation, context = _evaluate(config, policies, snapshot, chosen, moment)
     run = RunInfo(
@@ -459,7 +552,7 @@ def evaluate_snapshot(
         policy_digest=policies.digest(),
         evaluated_at=isoz(moment),
         validator=context.to_json()["validator"],
-        warnings=evaluation.warnings,
+        warnings=[*override_warnings(policies), *evaluation.warnings],
     )
     results = Results(run=run, results=evaluation.results)
     return results, ReportInput(results=results, policies=policies, scope=scope_of(snapshot))

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import textwrap
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,6 +28,7 @@ from auditor.audit import (
     AuditOutcome,
     evaluate_snapshot,
     load_policy_set,
+    redactor_for,
     run_audit,
 )
 from auditor.config import Config, default_config, load_config
@@ -50,6 +51,24 @@ log = logging.getLogger("commsaudit")
 
 def _globs(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+_MAX_LATENCY_MS = 600_000
+
+
+def _within(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high`, or a usage error naming the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,7 +140,15 @@ def _parser() -> argparse.ArgumentParser:
         "--baseline",
         type=Path,
         metavar="BUNDLE",
-        help="a previous run's bundle: the reports and diff.json say what changed since",
+        help="a previous run's bundle: the reports and diff.json say what changed since "
+        "(it must verify; with [evidence] require_signature, signed with this run's key)",
+    )
+    audit.add_argument(
+        "--baseline-key",
+        type=Path,
+        metavar="PUBLIC_KEY",
+        help="public key the baseline must be signed with (PEM), e.g. the previous key after "
+        "a key change",
     )
     audit.add_argument(
         "--fail-on",
@@ -171,6 +198,11 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--no-reevaluate", action="store_true", help="skip re-evaluating the snapshot"
     )
+    verify.add_argument(
+        "--require-signature",
+        action="store_true",
+        help="fail (exit 1) for a bundle that is not signed",
+    )
 
     policies = commands.add_parser("policies", help="list, show, lint or test policies")
     policy_commands = policies.add_subparsers(
@@ -184,7 +216,8 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("id")
     show.add_argument("--config", type=Path)
     lint = policy_commands.add_parser(
-        "lint", help="check policy files against the policy meta-schema"
+        "lint",
+        help="check policy files: the meta-schema, every $ref and pattern, both validators",
     )
     lint.add_argument("dirs", type=Path, nargs="*", metavar="DIR")
     test = policy_commands.add_parser("test", help="run every policy's pass and fail examples")
@@ -204,21 +237,30 @@ def _parser() -> argparse.ArgumentParser:
     m365 = sandbox_kinds.add_parser("m365", help="a recorded Microsoft 365 tenant")
     m365.add_argument("directory", type=Path, metavar="DIR", help="recorded tenant directory")
     m365.add_argument(
-        "--port", type=int, default=0, help="first of five consecutive ports (default: any free)"
+        "--port",
+        type=_within(0, 65535 - 4),
+        default=0,
+        help="first of five consecutive ports (default: any free)",
     )
     m365.add_argument(
         "--latency-ms",
-        type=int,
+        type=_within(0, _MAX_LATENCY_MS),
         default=0,
         help="every answer takes at least N ms from its request, the sandbox's own work included",
     )
-    m365.add_argument("--page-size", type=int, default=100, help="items per page of a collection")
     m365.add_argument(
-        "--throttle-every", type=int, default=0, metavar="N", help="answer every Nth request 429"
+        "--page-size", type=_within(1, 100_000), default=100, help="items per page of a collection"
+    )
+    m365.add_argument(
+        "--throttle-every",
+        type=_within(0, 1_000_000),
+        default=0,
+        metavar="N",
+        help="answer every Nth request 429",
     )
     m365.add_argument(
         "--throttle-batch-items",
-        type=int,
+        type=_within(0, 1_000_000),
         default=0,
         metavar="N",
         help="answer every Nth item inside a Graph $batch 429 (with its own Retry-After), in a "
@@ -249,7 +291,9 @@ def _parser() -> argparse.ArgumentParser:
     email.add_argument(
         "file", type=Path, metavar="FILE", help="an email world (format commsaudit/email-world/v1)"
     )
-    email.add_argument("--latency-ms", type=int, default=0, help="delay every DNS answer")
+    email.add_argument(
+        "--latency-ms", type=_within(0, _MAX_LATENCY_MS), default=0, help="delay every DNS answer"
+    )
     email.add_argument(
         "--ca-out",
         type=Path,
@@ -349,8 +393,11 @@ def _audit_options(args: argparse.Namespace) -> AuditOptions:
             "--fail-on new needs --baseline: new since what?",
             hint="pass the previous run's bundle as --baseline BUNDLE",
         )
+    if getattr(args, "baseline_key", None) is not None and getattr(args, "baseline", None) is None:
+        raise ConfigError("--baseline-key needs --baseline: the key of which bundle?")
     return AuditOptions(
         baseline=getattr(args, "baseline", None),
+        baseline_key=getattr(args, "baseline_key", None),
         profile=args.profile,
         out=args.out,
         deadline_seconds=args.timeout,
@@ -382,9 +429,10 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
         else:
             config = _config(args.config)
         _apply_domain_options(config, args)
-        with terminal.CollectionProgress(console) as progress:
+        _redact_config_secrets(config)
+        with terminal.CollectionProgress(console, _log_filter.redactor) as progress:
             outcome = run_audit(config, options, progress=progress.update)
-    terminal.render(console, outcome.report, bundle=str(outcome.bundle))
+    terminal.render(console, outcome.report, bundle=str(outcome.bundle), redactor=outcome.redactor)
     if outcome.public_key is not None and outcome.signer is not None:
         console.print(
             f"Signed with {outcome.signer.origin}; its public key: {outcome.public_key}\n"
@@ -392,14 +440,17 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
         )
     for copy in outcome.published:
         locked = f", locked ({copy.mode}) until {copy.retain_until}" if copy.retain_until else ""
-        console.print(f"Kept a copy: {escape(copy.destination)} (sha256 checked{locked})")
+        destination = outcome.redactor.text(copy.destination)
+        console.print(f"Kept a copy: {escape(destination)} (sha256 checked{locked})")
     for problem in outcome.publish_problems:
         _error(f"error: evidence not kept: {problem}")
+    for problem in outcome.write_problems:
+        _error(f"error: {problem}")
     if args.format == "json":
         # Built from redacted data already; the last net costs little.
         sys.stdout.write(outcome.redactor.text(dumps_pretty(outcome.results.to_json())))
         sys.stdout.flush()
-    if outcome.publish_problems:
+    if outcome.publish_problems or outcome.write_problems:
         return 2  # the run's evidence is not where it must be kept: the job must not pass
     return _audit_exit_code(outcome, args)
 
@@ -475,14 +526,15 @@ def _cmd_record(args: argparse.Namespace, console: Console) -> int:
     from connectors.m365.pseudonymise import pseudonymise_tenant
 
     config = _config(args.config)
+    _redact_config_secrets(config)
     if "m365" not in config.connectors:
         raise ConfigError(
             "record needs an [m365] section: it records Microsoft 365 tenants", where=config.label
         )
     options = _audit_options(args)
-    with terminal.CollectionProgress(console) as progress:
+    with terminal.CollectionProgress(console, _log_filter.redactor) as progress:
         outcome = run_audit(config, options, progress=progress.update)
-    terminal.render(console, outcome.report, bundle=str(outcome.bundle))
+    terminal.render(console, outcome.report, bundle=str(outcome.bundle), redactor=outcome.redactor)
     tables = [entry for name, entry in config.instances if name == "m365"]
     tables = tables or [config.connectors["m365"]]
     for instance, target in write_recorded_tenants(outcome.bundle, args.tenants):
@@ -500,18 +552,23 @@ def _cmd_record(args: argparse.Namespace, console: Console) -> int:
             f"Recorded tenant: {target} (serve it with: commsaudit sandbox m365 {target})",
             markup=False,
         )
+    for problem in outcome.write_problems:
+        _error(f"error: {problem}")
     if args.format == "json":
         sys.stdout.write(outcome.redactor.text(dumps_pretty(outcome.results.to_json())))
+    if outcome.write_problems:
+        return 2
     return outcome.results.exit_code(allow_errors=args.allow_errors)
 
 
 def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     config = _optional_config(args.config)
+    _redact_config_secrets(config)
     snapshot = read_snapshot(args.snapshot)
     results, report = evaluate_snapshot(
         config, snapshot, args.profile, args.controls, args.skip_controls
     )
-    terminal.render(console, report)
+    terminal.render(console, report, redactor=_log_filter.redactor)
     if args.format == "json":
         sys.stdout.write(dumps_pretty(results.to_json()))
     return results.exit_code(allow_errors=args.allow_errors)
@@ -521,12 +578,28 @@ def _cmd_verify(args: argparse.Namespace, console: Console) -> int:
     from auditor.evidence.verify import describe, verify_bundle
 
     key = signing.load_public_key_file(args.key) if args.key else None
-    reports = [verify_bundle(path, key, reevaluate=not args.no_reevaluate) for path in args.bundles]
+    reports = [
+        verify_bundle(
+            path,
+            key,
+            reevaluate=not args.no_reevaluate,
+            require_signature=args.require_signature,
+        )
+        for path in args.bundles
+    ]
     for report in reports:
         # Unwrapped lines: people grep verify's output for the file it names.
         for line in describe(report):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
-        if report.ok:
+        if report.ok and report.signature != "valid":
+            # Intact, but nothing shows who made it: whoever edited it could redo every hash.
+            console.print(
+                "[yellow]OK (unsigned)[/]: the bundle verifies, but it is not signed, so anyone "
+                "could have made it (--require-signature refuses unsigned bundles)",
+                highlight=False,
+                soft_wrap=True,
+            )
+        elif report.ok:
             console.print("[green]OK[/]: the bundle verifies")
         else:
             for problem in report.problems:
@@ -557,7 +630,7 @@ def _cmd_policies(args: argparse.Namespace, console: Console) -> int:
         if problems:
             return 2 if args.policies_command == "lint" or failures < len(problems) else 1
         verb = (
-            "checked against the policy meta-schema"
+            "checked (meta-schema, references, patterns, both validators)"
             if args.policies_command == "lint"
             else "tested, every example gave its expected verdict"
         )
@@ -623,7 +696,7 @@ def _cmd_keygen(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
-    from connectors.m365.sandbox.server import Faults, Sandbox
+    from connectors.m365.sandbox.server import Faults, ListenError, Sandbox
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -645,13 +718,20 @@ def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
         drop=tuple(args.drop),
         forbid=tuple(args.forbid),
     )
-    with Sandbox(
-        directory,
-        faults=faults,
-        page_size=args.page_size,
-        port=args.port,
-        verbose=bool(args.verbose),
-    ) as sandbox:
+    try:
+        sandbox = Sandbox(
+            directory,
+            faults=faults,
+            page_size=args.page_size,
+            port=args.port,
+            verbose=bool(args.verbose),
+        ).start()
+    except ListenError as exc:
+        raise ConfigError(
+            f"the sandbox could not listen on {exc}",
+            hint="choose another --port, or leave it out to take any free ports",
+        ) from None
+    try:
         # The tenant is read and encoded: out of the cyclic collector's sight, a large one's
         # million objects are not walked again and again while answers are served (each walk
         # held every answer in flight longer than its latency).
@@ -663,6 +743,8 @@ def _cmd_sandbox(args: argparse.Namespace, console: Console) -> int:
         sys.stdout.flush()
         sys.stderr.write(f"serving {directory} on 127.0.0.1; Ctrl-C stops\n")
         stop.wait()
+    finally:
+        sandbox.stop()
     return 0
 
 
@@ -764,9 +846,20 @@ _COMMANDS = {
 }
 
 
+# Scrubs log records and error lines: the environment's secrets from the start, and the
+# config's `secret_env` values too once a config is read (`_redact_config_secrets`).
+_log_filter = RedactingFilter(Redactor())
+
+
+def _redact_config_secrets(config: Config) -> None:
+    _log_filter.redactor = redactor_for(config, os.environ)
+
+
 def _setup_logging(verbosity: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactingFilter(Redactor.from_environment()))
+    # stderr is the Actions log: no record may start a workflow command there.
+    handler = logging.StreamHandler(terminal.log_stream())
+    _log_filter.redactor = Redactor.from_environment()
+    handler.addFilter(_log_filter)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -777,14 +870,26 @@ def _setup_logging(verbosity: int) -> None:
 
 def _error(text: str) -> None:
     """One unwrapped line on stderr, whatever the terminal width: errors get grepped."""
-    sys.stderr.write(f"commsaudit: {text}\n")
-    sys.stderr.flush()
+    stream = terminal.log_stream()
+    stream.write(f"commsaudit: {_log_filter.redactor.text(text)}\n")
+    stream.flush()
+
+
+class _Terminated(BaseException):
+    """SIGTERM (a cancelled CI job, `timeout`, `docker stop`), raised where the run is, so every
+    `with` on the way out runs: temporary directories go, no partial file takes a final name."""
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise _Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
     console = terminal.make_console()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _COMMANDS[args.command](args, console)
     except PolicyError as exc:
@@ -803,6 +908,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    except _Terminated:
+        _error("terminated")
+        return 128 + signal.SIGTERM
     except Exception as exc:  # a bug: say so in one line, with the traceback only when asked
         if args.verbose:
             log.exception("unexpected error")

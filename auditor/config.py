@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import math
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -12,8 +14,9 @@ from typing import Any
 
 import jsonschema
 
-from auditor.errors import ConfigError
-from auditor.waivers import Waiver
+from auditor.errors import ConfigError, quote
+from auditor.validation import DEFAULT_TIMEOUT_SECONDS
+from auditor.waivers import DEFAULT_WAIVER_MAX_DAYS, Waiver
 from connectors.registry import CONNECTORS, PLANNED
 
 DEFAULT_PROFILE = "hipaa"
@@ -70,6 +73,9 @@ _POLICIES_SCHEMA: dict[str, Any] = {
         "profile": {"type": "string", "minLength": 1},
         "paths": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "validator": {"enum": ["auto", "jsonschema", "jsonschema-rs"]},
+        # Seconds one policy may take on one subject; then it is `error` and the run goes on.
+        "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+        "waiver_max_days": {"type": "integer", "minimum": 1, "maximum": 3660},
         "controls": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "skip_controls": {"type": "array", "items": {"type": "string", "minLength": 1}},
         "parameters": {
@@ -89,6 +95,7 @@ _WAIVER_SCHEMA: dict[str, Any] = {
         "reason": {"type": "string", "minLength": 1},
         "approved_by": {"type": "string", "minLength": 1},
         "expires": {"type": "string", "format": "date"},
+        "approved_on": {"type": "string", "format": "date"},
     },
 }
 
@@ -138,6 +145,8 @@ class PoliciesConfig:
     controls: list[str] = field(default_factory=list)
     skip_controls: list[str] = field(default_factory=list)
     parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    waiver_max_days: int = DEFAULT_WAIVER_MAX_DAYS
 
 
 @dataclass
@@ -190,7 +199,7 @@ def _explain(error: jsonschema.ValidationError) -> str:
         key = unknown[0] if unknown else "?"
         place = "at the top level" if not parts else f"in {_where(parts)}"
         noun = "section" if not parts else "key"
-        text = f"unknown {noun} '{key}' {place}"
+        text = f"unknown {noun} {quote(key)} {place}"
         close = difflib.get_close_matches(key, known, n=1)
         if close:
             text += f"; did you mean '{close[0]}'?"
@@ -199,9 +208,10 @@ def _explain(error: jsonschema.ValidationError) -> str:
         return text
     if error.validator == "required":
         return f"{_where(parts)}: {error.message}"
+    shown = quote(error.instance)  # never more than a line of what was written
     if error.validator == "format" and error.validator_value == "date":
-        return f"{_where(parts)}: {error.instance!r} is not a date (write it as 2027-01-31)"
-    return f"{_where(parts)}: {error.message}"
+        return f"{_where(parts)}: {shown} is not a date (write it as 2027-01-31)"
+    return f"{_where(parts)}: {error.message.replace(repr(error.instance), shown)}"
 
 
 def _resolve(base_dir: Path, value: str) -> Path:
@@ -241,8 +251,73 @@ def _split_repeated(data: dict[str, Any], where: str) -> dict[str, list[dict[str
     return repeated
 
 
-def parse_config(data: dict[str, Any], path: Path | None, base_dir: Path) -> Config:
+# Deeper than any config needs (a connector's table of lists of tables is four levels): a
+# config nested deeper is refused before tomllib, which recurses once per level, reads it.
+MAX_DEPTH = 32
+
+# Outside TOML's strings and comments: brackets, and the bare nan/inf values TOML allows.
+_TOML_TOKENS = re.compile(
+    r'"""(?:[^\\]|\\.)*?"""'
+    r"|'''.*?'''"
+    r'|"(?:[^"\\\n]|\\.)*"'
+    r"|'[^'\n]*'"
+    r"|#[^\n]*"
+    r"|(?P<open>[\[{])|(?P<close>[\]}])"
+    r"|(?P<bare>(?<![\w.+-])[+-]?(?:nan|inf)(?![\w.+-])(?!\s*=))",
+    re.DOTALL,
+)
+
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def _too_deep_line(text: str) -> int | None:
+    depth = 0
+    for match in _TOML_TOKENS.finditer(text):
+        if match.group("open"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return _line_of(text, match.start())
+        elif match.group("close"):
+            depth -= 1
+    return None
+
+
+def _not_finite(data: Any) -> tuple[list[str | int], float] | None:
+    """The path and value of the first NaN or infinity in parsed config data."""
+    stack: list[tuple[list[str | int], Any]] = [([], data)]
+    while stack:
+        parts, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return parts, value
+        if isinstance(value, dict):
+            stack.extend(([*parts, k], v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend(([*parts, i], v) for i, v in reversed(list(enumerate(value))))
+    return None
+
+
+def _check_finite(data: dict[str, Any], where: str, text: str | None) -> None:
+    """TOML has nan and inf; no setting means either, and NaN passes every numeric limit."""
+    found = _not_finite(data)
+    if found is None:
+        return
+    parts, value = found
+    bare = next((m for m in _TOML_TOKENS.finditer(text or "") if m.group("bare")), None)
+    raise ConfigError(
+        f"{_where(parts)}: {value} is not a finite number (nan and inf are not allowed)",
+        where=f"{where}:{_line_of(text or '', bare.start())}" if bare else where,
+        hint="write the number meant",
+    )
+
+
+def parse_config(
+    data: dict[str, Any], path: Path | None, base_dir: Path, *, text: str | None = None
+) -> Config:
+    """`text`, the file's text when there is one, lets errors name a line."""
     where = str(path) if path else "config"
+    _check_finite(data, where, text)
     data = _jsonable(data)
     repeated = _split_repeated(data, where)
     _check(data, where)
@@ -277,6 +352,8 @@ def parse_config(data: dict[str, Any], path: Path | None, base_dir: Path) -> Con
         controls=list(policies_data.get("controls", [])),
         skip_controls=list(policies_data.get("skip_controls", [])),
         parameters=dict(policies_data.get("parameters", {})),
+        timeout_seconds=float(policies_data.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)),
+        waiver_max_days=int(policies_data.get("waiver_max_days", DEFAULT_WAIVER_MAX_DAYS)),
     )
     waivers = [Waiver.from_json(w, i) for i, w in enumerate(data.get("waivers", []))]
     connectors = {name: data[name] for name in CONNECTORS if name in data}
@@ -299,7 +376,7 @@ def parse_config(data: dict[str, Any], path: Path | None, base_dir: Path) -> Con
 
 def load_config(path: Path) -> Config:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(
             f"cannot read the config file: {exc.strerror}",
@@ -307,10 +384,25 @@ def load_config(path: Path) -> Config:
             hint="pass --config FILE, or run `commsaudit audit --demo` to try the sample",
         ) from exc
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+            where=f"{path}:{line}",
+            hint="TOML files are UTF-8; save it as UTF-8",
+        ) from None
+    deep = _too_deep_line(text)
+    if deep is not None:
+        raise ConfigError(
+            f"invalid TOML: arrays or tables nested more than {MAX_DEPTH} levels deep",
+            where=f"{path}:{deep}",
+        )
+    try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", where=str(path)) from exc
-    return parse_config(data, path, path.parent.resolve())
+    return parse_config(data, path, path.parent.resolve(), text=text)
 
 
 def default_config(base_dir: Path) -> Config:

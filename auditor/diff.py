@@ -7,14 +7,15 @@ believed: a baseline someone edited would hide drift."""
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from auditor.errors import InputError
+from auditor.evidence import layout
 from auditor.evidence.verify import verify_bundle
 from auditor.jsonutil import JSON
 from auditor.reports.common import md_cell
@@ -109,18 +110,31 @@ def state_from(results: Results, snapshot: dict[str, Any], label: str) -> RunSta
     )
 
 
-def read_bundle_state(path: Path) -> RunState:
-    """A bundle's results and snapshot, once its hashes and signature check out."""
-    report = verify_bundle(path, reevaluate=False)
+def read_bundle_state(
+    path: Path, key: Ed25519PublicKey | None = None, *, hint: str | None = None
+) -> RunState:
+    """A bundle's results and snapshot, once its hashes (and its signature: with `key`, by
+    that key) check out. What is compared is what was verified, not a second read of the file.
+    `hint` says what to do when it does not verify."""
+    report = verify_bundle(path, key, reevaluate=False)
     if not report.ok:
         first = report.problems[0].line()
         raise InputError(
-            f"the bundle does not verify ({first}); it cannot be compared", where=str(path)
+            f"the bundle does not verify ({first}); it cannot be compared",
+            where=str(path),
+            hint=hint,
         )
-    with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as archive:
-        results = Results.from_json(json.loads(archive.read("results.json")))
-        snapshot = json.loads(archive.read("snapshot.json"))
-    return state_from(results, snapshot, path.name)
+    try:
+        results = Results.from_json(json.loads(report.contents[layout.RESULTS]))
+        snapshot = json.loads(report.contents[layout.SNAPSHOT])
+        return state_from(results, snapshot, path.name)
+    # Intact is not well-formed: an unsigned bundle can be made by anyone, hashes and all.
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"the bundle's {layout.RESULTS} or {layout.SNAPSHOT} is not as commsaudit writes "
+            f"it ({type(exc).__name__})",
+            where=str(path),
+        ) from exc
 
 
 def _leaves(value: Any, pointer: str = "") -> dict[str, Any]:

@@ -21,13 +21,17 @@ from auditor.results import Evidence, Result
 from auditor.snapshot import Snapshot
 from auditor.timeutil import isoz
 from auditor.validation import (
+    DEFAULT_TIMEOUT_SECONDS,
     CompiledSchema,
+    EvaluationError,
+    EvaluationTimeout,
     Failure,
     ReferenceSchema,
     compile_schema,
     resolve_backend,
+    time_limit,
 )
-from auditor.waivers import Waiver
+from auditor.waivers import EXPIRY_NOTICE_DAYS, Waiver
 from connectors.base import Section
 
 # How many failures the one-line reason spells out; every failure stays in the evidence.
@@ -41,6 +45,8 @@ class EvaluationContext:
     waivers: list[Waiver] = field(default_factory=list)
     parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     backend: str = "auto"
+    # The most one policy may take on one subject ([policies] timeout_seconds).
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
 
     def to_json(self) -> dict[str, JSON]:
         """What `verify` needs to re-evaluate exactly as the run did."""
@@ -50,6 +56,7 @@ class EvaluationContext:
             "waivers": [w.to_json() for w in self.waivers],
             "parameters": {k: dict(v) for k, v in self.parameters.items()},
             "validator": resolve_backend(self.backend),
+            "timeout_seconds": self.timeout_seconds,
         }
 
 
@@ -66,10 +73,12 @@ class Evaluation:
 
 
 class SchemaCache:
-    """Compiled schemas by (policy, profile, parameter values): compiled once per run."""
+    """Compiled schemas by (policy, profile, parameter values): compiled once per run. A schema
+    that cannot be compiled raises EvaluationError each time it is asked for."""
 
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self.backend = backend
+        self.timeout_seconds = timeout_seconds
         self._cache: dict[tuple[str, str, str, str], CompiledSchema] = {}
 
     def get(
@@ -96,8 +105,16 @@ def judge(
     compiled: SchemaCache | None = None,
 ) -> Verdict:
     """The verdict of one policy on one instance: the heart of evaluation, also used to run a
-    policy's own examples."""
+    policy's own examples. EvaluationError when the policy cannot be evaluated: its schema cannot
+    be compiled, or evaluating it took longer than the cache's time limit."""
     compiled = compiled or SchemaCache("auto")
+    with time_limit(compiled.timeout_seconds):
+        return _judge(policy, instance, profile, values, compiled)
+
+
+def _judge(
+    policy: Policy, instance: JSON, profile: str, values: Mapping[str, Any], compiled: SchemaCache
+) -> Verdict:
     if policy.applicable_schema is not None:
         applicable = compiled.get(policy, "applicable", profile, values)
         if not applicable.is_valid(instance):
@@ -200,7 +217,7 @@ def _missing_reason(snapshot: Snapshot, policy: Policy, name: str, subject: str)
 class Engine:
     def __init__(self, context: EvaluationContext) -> None:
         self.context = context
-        self.compiled = SchemaCache(context.backend)
+        self.compiled = SchemaCache(context.backend, context.timeout_seconds)
         self._sections_seen: dict[tuple[str, str], Evidence] = {}
 
     def evaluate(self, policies: PolicySet, snapshot: Snapshot) -> Evaluation:
@@ -258,7 +275,10 @@ class Engine:
         else:
             instance = {prop: s.data for prop, s in sections.items()}
 
-        verdict = judge(policy, instance, self.context.profile, values, self.compiled)
+        try:
+            verdict = judge(policy, instance, self.context.profile, values, self.compiled)
+        except EvaluationError as exc:
+            return self._not_evaluated(policy, subject, exc)
         if verdict.status == "not_applicable":
             return _base_result(policy, subject, "not_applicable", policy.applicable_reason or "")
         if verdict.status == "pass":
@@ -276,6 +296,18 @@ class Engine:
                 evidence.context_pointer, evidence.context = item
             result.evidence.append(evidence)
         return result
+
+    @staticmethod
+    def _not_evaluated(policy: Policy, subject: str, exc: EvaluationError) -> Result:
+        """`error`, never a verdict, for a policy that could not be evaluated; the run goes on."""
+        if isinstance(exc, EvaluationTimeout):
+            reason = (
+                f"the policy was not evaluated: it {exc} (the limit, [policies] timeout_seconds); "
+                "its schema does work that grows steeply with the data"
+            )
+        else:
+            reason = f"the policy was not evaluated: {exc}"
+        return _base_result(policy, subject, "error", reason)
 
     @staticmethod
     def _pass_reason(policy: Policy, status: str) -> str:
@@ -353,6 +385,13 @@ class Engine:
         for waiver in self.context.waivers:
             if waiver.index not in used and not waiver.expired(today):
                 warnings.append(f"{waiver.label()} matched no failing result")
+            elif waiver.index in used and waiver.days_left(today) < EXPIRY_NOTICE_DAYS:
+                left = waiver.days_left(today)
+                warnings.append(
+                    f"{waiver.label()} expires on {waiver.expires.isoformat()}, "
+                    + ("today" if left == 0 else f"in {left} day{'s' if left > 1 else ''}")
+                    + ": renew it, or fix what it waives"
+                )
         return warnings
 
 

@@ -2,6 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+# The most of a value an error quotes: enough to recognise it, never a whole file pasted into
+# the wrong place (a config pointed at /etc/passwd must not print it).
+QUOTE_LIMIT = 120
+
+
+def shorten(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """The first line of `text`, cut to `limit` characters; `…` says something was left out."""
+    lines = text.splitlines()
+    first = lines[0] if lines else ""
+    if len(first) > limit:
+        return first[: limit - 1] + "…"
+    return first + "…" if first != text else first
+
+
+def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """A value from an input file as an error shows it: short text in quotes, a mapping or a
+    list described rather than printed."""
+    if isinstance(value, dict):
+        return f"a mapping of {len(value)} key(s)"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item(s)"
+    if isinstance(value, str):
+        return repr(shorten(value, limit))
+    return shorten(repr(value), limit)
+
 
 class AuditError(Exception):
     """The audit itself could not run: bad config, bad policy, bad input file, no key.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +14,86 @@ import orjson
 # JSON documents are dicts, lists and scalars from json.loads: typing them more tightly buys
 # nothing but casts.
 JSON = Any
+
+
+# Nesting no local document needs (the deepest bundled policy is 14 levels): a policy or
+# attestations file nested deeper is refused before it is parsed, so neither the parser nor a
+# validator recurses into it.
+MAX_DEPTH = 64
+
+# A JSON string, or outside one: a bracket, a bare NaN/Infinity token, or a number too long
+# for Python to read (sys.get_int_max_str_digits(): 4,300 digits).
+_LONG = sys.get_int_max_str_digits() + 1
+_JSON_TOKENS = re.compile(
+    r'"(?:[^"\\]|\\.)*"|(?P<open>[\[{])|(?P<close>[\]}])|(?P<bare>-?Infinity|NaN)'
+    rf"|(?P<long>-?[0-9]{{{_LONG},}})"
+)
+
+
+def too_deep_at(text: str, limit: int = MAX_DEPTH) -> int | None:
+    """Where JSON `text` first nests more than `limit` arrays and objects, or None. Linear; for
+    files people write (a scan of every string costs too much on a tenant's answers)."""
+    depth = 0
+    for match in _JSON_TOKENS.finditer(text):
+        if match.group("open"):
+            depth += 1
+            if depth > limit:
+                return match.start()
+        elif match.group("close"):
+            depth -= 1
+    return None
+
+
+class _NotFinite(ValueError):
+    def __init__(self, token: str) -> None:
+        super().__init__(token)
+        self.token = token
+
+
+def _refuse_constant(token: str) -> Any:
+    raise _NotFinite(token)
+
+
+def loads_strict(data: str | bytes, *, max_depth: int | None = None) -> JSON:
+    """json.loads without what Python's json accepts and JSON does not have: NaN, Infinity and
+    -Infinity (they compare false with every limit, so a policy's `maximum` lets them pass, and
+    the evidence cannot hold them). With `max_depth`, deeper nesting is refused before parsing.
+    Both raise json.JSONDecodeError with the position, like any other malformed JSON, so every
+    caller's handling of a malformed answer applies. Costs nothing on well-formed JSON."""
+    if max_depth is not None:
+        text = _text(data)
+        deep = too_deep_at(text, max_depth)
+        if deep is not None:
+            raise json.JSONDecodeError(f"nested more than {max_depth} levels deep", text, deep)
+    try:
+        return json.loads(data, parse_constant=_refuse_constant)
+    except _NotFinite as exc:
+        # Everything before the token parsed as JSON, so the first bare token outside a string
+        # is the one the parser met.
+        text = _text(data)
+        found = next(m for m in _JSON_TOKENS.finditer(text) if m.group("bare"))
+        raise json.JSONDecodeError(
+            f"{exc.token} is not a finite number (JSON has no NaN or Infinity)",
+            text,
+            found.start(),
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except ValueError:  # an integer beyond Python's limit on digits
+        text = _text(data)
+        long = next((m for m in _JSON_TOKENS.finditer(text) if m.group("long")), None)
+        if long is None:
+            raise
+        limit = sys.get_int_max_str_digits()
+        raise json.JSONDecodeError(
+            f"a number of more than {limit} digits", text, long.start()
+        ) from None
+
+
+def _text(data: str | bytes) -> str:
+    if isinstance(data, str):
+        return data
+    return data.decode(json.detect_encoding(data), "surrogatepass")
 
 
 def dumps_canonical(value: JSON) -> str:

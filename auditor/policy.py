@@ -20,9 +20,10 @@ from typing import Any
 import jsonschema
 import jsonschema_rs
 
-from auditor.errors import ConfigError, PolicyError
-from auditor.jsonutil import JSON, pointer
+from auditor.errors import ConfigError, PolicyError, quote
+from auditor.jsonutil import JSON, MAX_DEPTH, loads_strict, pointer
 from auditor.resources import schema_path
+from auditor.validation import evaluation_problems, python_validator
 
 FORMAT = "commsaudit/policy/v1"
 SAFEGUARDS = {
@@ -117,6 +118,21 @@ class Policy:
             return None
         return substitute(self.applicable_schema, values)
 
+    def check_values(self, values: Mapping[str, Any], where: str) -> None:
+        """ConfigError when parameter values make a schema that cannot be evaluated (a pattern
+        given in the config that RE2 cannot run): lint checked only the defaults."""
+        schemas = {"/schema": substitute(self.schema, values)}
+        for profile in self.profile_schemas:
+            schemas[f"/profile_schemas/{profile}"] = self.schema_for(profile, values)
+        applicable = self.applicable_for(values)
+        if applicable is not None:
+            schemas["/applicable/schema"] = applicable
+        for at, schema in schemas.items():
+            for inner, why in evaluation_problems(schema)[:1]:
+                raise ConfigError(
+                    f"{where}: with these values, {self.file_name} {at}{inner}: {why}"
+                )
+
 
 def substitute(schema: JSON, values: Mapping[str, Any]) -> JSON:
     """Replace every `{"$param": NAME}` with the parameter's value."""
@@ -191,20 +207,22 @@ def _schema_problems(schema: JSON, where: str, values: Mapping[str, Any]) -> lis
     if problems:
         return problems
     substituted = substitute(schema, values)
-    if jsonschema_rs.meta.is_valid(substituted):
-        return problems  # a valid schema for both validators; only a doubtful one is explained
-    try:
-        jsonschema.Draft202012Validator.check_schema(substituted)
-    except jsonschema.SchemaError as exc:
-        at = pointer(exc.absolute_path)
-        message = exc.message
-        if exc.absolute_path and exc.absolute_path[-1] == "type":
-            message = (
-                f"{exc.instance!r} is not a JSON Schema type (array, boolean, integer, null, "
-                "number, object, string)"
-            )
-        problems.append(f"{where}{at}: not a valid JSON Schema: {message}")
-    return problems
+    # Only a schema jsonschema-rs doubts is explained through the reference validator.
+    if not jsonschema_rs.meta.is_valid(substituted):
+        try:
+            jsonschema.Draft202012Validator.check_schema(substituted)
+        except jsonschema.SchemaError as exc:
+            at = pointer(exc.absolute_path)
+            message = exc.message
+            if exc.absolute_path and exc.absolute_path[-1] == "type":
+                message = (
+                    f"{exc.instance!r} is not a JSON Schema type (array, boolean, integer, null, "
+                    "number, object, string)"
+                )
+            return [f"{where}{at}: not a valid JSON Schema: {message}"]
+    # A valid schema may still be one an evaluation chokes on: an unresolvable or looping $ref,
+    # a pattern RE2 cannot run. Lint finds it here, not the audit midway.
+    return [f"{where}{at}: {why}" for at, why in evaluation_problems(substituted)]
 
 
 def check_document(document: JSON) -> list[str]:
@@ -218,7 +236,9 @@ def check_document(document: JSON) -> list[str]:
         )
     for error in errors:
         where = pointer(error.absolute_path) or "(top level)"
-        message = error.message
+        # At most the first line of the value, shortened: a document pasted into a field is
+        # not printed back.
+        message = error.message.replace(repr(error.instance), quote(error.instance))
         if error.validator == "additionalProperties":
             schema = error.schema if isinstance(error.schema, dict) else {}
             allowed = ", ".join(sorted(schema.get("properties", {})))
@@ -246,8 +266,12 @@ def check_document(document: JSON) -> list[str]:
                     f"/parameters/{name}/schema: not a valid JSON Schema: {exc.message}"
                 )
                 continue
+            unusable = evaluation_problems(param["schema"])
+            problems.extend(f"/parameters/{name}/schema{at}: {why}" for at, why in unusable)
+            if unusable:
+                continue
             error = jsonschema.exceptions.best_match(
-                jsonschema.Draft202012Validator(param["schema"]).iter_errors(param["default"])
+                python_validator(param["schema"]).iter_errors(param["default"])
             )
             if error is not None:
                 problems.append(f"/parameters/{name}/default: {error.message}")
@@ -280,7 +304,8 @@ def check_document(document: JSON) -> list[str]:
 def parse_policy(content: bytes, file_name: str, where: str) -> Policy:
     """A Policy from a file's bytes; PolicyError lists every problem, each naming `where`."""
     try:
-        document = json.loads(content)
+        # NaN and Infinity are not JSON; nesting is bounded before the parser recurses into it.
+        document = loads_strict(content, max_depth=MAX_DEPTH)
     except UnicodeDecodeError as exc:
         raise PolicyError([f"{where}: not UTF-8 text"]) from exc
     except json.JSONDecodeError as exc:
@@ -352,9 +377,28 @@ def policy_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.json") if p.is_file())
 
 
+@dataclass(frozen=True)
+class Override:
+    """A policy file that replaced an earlier directory's file of the same id."""
+
+    path: str
+    replaces: str  # "built-in" for the bundled policies, else the earlier directory
+
+    def warning(self, policy_id: str) -> str:
+        what = (
+            "the built-in control of that id"
+            if self.replaces == "built-in"
+            else f"the one of that id in {self.replaces}"
+        )
+        return f"policy {policy_id} from {self.path} replaces {what}"
+
+
 @dataclass
 class PolicySet:
     policies: dict[str, Policy]
+    # Ids whose file replaced an earlier directory's: said in the run and the manifest, so an
+    # override by accident (or by someone else) is never silent.
+    overridden: dict[str, Override] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Policy]:
         return iter(sorted(self.policies.values(), key=lambda p: p.id))
@@ -390,7 +434,7 @@ class PolicySet:
             and (not include or any(fnmatch.fnmatchcase(pid, g) for g in include))
             and not any(fnmatch.fnmatchcase(pid, g) for g in exclude)
         }
-        return PolicySet(chosen)
+        return PolicySet(chosen, {k: v for k, v in self.overridden.items() if k in chosen})
 
     def check_parameters(self, overrides: Mapping[str, Mapping[str, Any]]) -> None:
         """ConfigError for a parameter override of an unknown control or parameter, or a value
@@ -409,12 +453,15 @@ class PolicySet:
                     )
                 if param.schema is not None:
                     error = jsonschema.exceptions.best_match(
-                        jsonschema.Draft202012Validator(param.schema).iter_errors(value)
+                        python_validator(param.schema).iter_errors(value)
                     )
                     if error is not None:
                         raise ConfigError(
                             f'[policies.parameters."{control}"] {name}: {error.message}'
                         )
+            policy.check_values(
+                policy.resolve_parameters(values), f'[policies.parameters."{control}"]'
+            )
 
 
 def read_policy_files(directories: Iterable[Path]) -> tuple[list[tuple[Path, Policy]], list[str]]:
@@ -435,13 +482,24 @@ def read_policy_files(directories: Iterable[Path]) -> tuple[list[tuple[Path, Pol
     return loaded, problems
 
 
-def load_policies(directories: Iterable[Path]) -> PolicySet:
-    """Policies from each directory in turn; a later directory overrides an earlier one's ids.
-    PolicyError lists every problem in every file."""
+def load_policies(directories: Iterable[Path], built_in: Path | None = None) -> PolicySet:
+    """Policies from each directory in turn; a later directory overrides an earlier one's ids,
+    and the set remembers which (`built_in` names the bundled directory). PolicyError lists
+    every problem in every file."""
     loaded, problems = read_policy_files(directories)
     if problems:
         raise PolicyError(problems)
-    return PolicySet({policy.id: policy for _path, policy in loaded})
+    policies: dict[str, Policy] = {}
+    origin: dict[str, Path] = {}
+    overridden: dict[str, Override] = {}
+    for path, policy in loaded:
+        if policy.id in origin:
+            earlier = origin[policy.id].parent
+            replaces = "built-in" if earlier == built_in else str(earlier)
+            overridden[policy.id] = Override(str(path), replaces)
+        policies[policy.id] = policy
+        origin[policy.id] = path
+    return PolicySet(policies, overridden)
 
 
 def policies_from_contents(contents: Mapping[str, bytes], where: str) -> PolicySet:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from auditor.engine import SchemaCache, judge
 from auditor.policy import Policy
+from auditor.validation import EvaluationError
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,13 @@ def run_examples(policy: Policy, backend: str = "auto") -> list[ExampleOutcome]:
     for example in policy.examples:
         profile = example.profile or policy.profiles[0]
         values = policy.resolve_parameters(example.parameters)
-        verdict = judge(policy, example.input, profile, values, compiled)
+        try:
+            verdict = judge(policy, example.input, profile, values, compiled)
+        except EvaluationError as exc:
+            outcomes.append(
+                ExampleOutcome(policy.id, example.name, example.expect, "error", f"error: {exc}")
+            )
+            continue
         problem = None
         if verdict.status != example.expect:
             problem = f"expected {example.expect}, got {verdict.status}"

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 
 from auditor.errors import InputError
-from auditor.jsonutil import JSON
+from auditor.jsonutil import JSON, loads_strict
 from auditor.resources import schema_path
 from auditor.timeutil import isoz, parse_isoz
 from connectors.base import Platform, Section, SubjectKind
@@ -170,7 +170,8 @@ def snapshot_from_json(document: JSON, where: str, *, connector: str | None = No
 
 def read_snapshot(path: Path) -> Snapshot:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        # NaN and Infinity are not JSON: they would pass every numeric limit a policy sets.
+        document = loads_strict(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"cannot read the snapshot: {exc.strerror}", where=str(path)) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

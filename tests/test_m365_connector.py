@@ -24,6 +24,7 @@ from connectors.base import CollectContext, Section
 from connectors.m365.connector import MAILBOX_FIELDS, M365Connector
 from connectors.m365.exchange import AdminApi, regional_endpoint
 from connectors.m365.http import (
+    Destinations,
     GuardedTransport,
     Limits,
     ReadOnlyViolation,
@@ -218,7 +219,11 @@ def _admin_api(sandbox: Sandbox, backend: str | None) -> AdminApi:
     async def bearer(_scope: str) -> str:
         return token
 
-    _transport, _graph, admin = make_clients(Limits(retries=0), str(sandbox.files["ca"]))
+    # The front door and the region's listener: where the endpoints send requests.
+    listeners = Destinations.of(
+        [sandbox.origin("compliance"), sandbox.origin("compliance-regional")]
+    )
+    _transport, _graph, admin = make_clients(Limits(retries=0), str(sandbox.files["ca"]), listeners)
     return AdminApi(
         admin,
         bearer,
@@ -431,7 +436,9 @@ def test_the_transport_says_when_a_request_is_on_the_wire() -> None:
         events: list[str] = []
 
         async def run() -> None:
-            transport, graph_http, _ = make_clients(Limits(), str(sandbox.files["ca"]))
+            transport, graph_http, _ = make_clients(
+                Limits(), str(sandbox.files["ca"]), Destinations.of([sandbox.origin("graph")])
+            )
             try:
                 on_request_sent.set(lambda: events.append("sent"))
                 await graph_http.get(f"{sandbox.origin('graph')}/v1.0/organization")

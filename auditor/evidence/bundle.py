@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +120,31 @@ def write_atomically(path: Path, data: bytes) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def write_side_files(directory: Path, files: Iterable[tuple[str, bytes]]) -> list[str]:
+    """Write each file into `directory` atomically, going on past one that fails (a full disk, a
+    read-only name): one line per file not written. A file an earlier run left under such a name
+    is removed, so no step that picks the file up takes another run's report for this one's."""
+    problems: list[str] = []
+    for name, data in files:
+        path = directory / name
+        try:
+            write_atomically(path, data)
+        except OSError as exc:
+            problems.append(f"{path}: not written ({exc.strerror or exc}){_drop_stale(path)}")
+    return problems
+
+
+def _drop_stale(path: Path) -> str:
+    """Remove what an earlier run left at `path`; what became of it, for the problem line."""
+    if not path.is_file() and not path.is_symlink():
+        return ""
+    try:
+        path.unlink()
+    except OSError:
+        return "; the file there is an earlier run's, and could not be removed"
+    return "; the earlier run's file there was removed"
 
 
 def write_bundle(

@@ -78,6 +78,7 @@ def build_manifest(
     files: list[dict[str, Any]],
     redacted: list[str],
     timings: dict[str, JSON] | None = None,
+    overridden: list[dict[str, JSON]] | None = None,
 ) -> dict[str, JSON]:
     return {
         "format": FORMAT,
@@ -87,6 +88,9 @@ def build_manifest(
         "scope": scope,
         "profile": evaluation.get("profile"),
         "policy_digest": policy_digest,
+        # Controls whose policy file replaced the built-in one of the same id ([policies]
+        # paths): an assessor sees which verdicts come from a changed policy.
+        "policies": {"overridden": overridden or []},
         "evaluation": evaluation,
         "signature": signature,
         "redaction": {

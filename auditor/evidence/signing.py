@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
+import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -108,10 +110,14 @@ def signature_valid(key: Ed25519PublicKey, signature: bytes, data: bytes) -> boo
 
 
 def write_keypair(path: Path, *, overwrite: bool = False) -> tuple[Path, Path, str]:
-    """Write a new private key (mode 0600) and its public key beside it (`.pub` suffix)."""
+    """Write a new private key (mode 0600) and its public key beside it (`.pub` suffix).
+
+    Each file is created, never opened: a name that is already taken, a dangling symbolic link
+    included, is refused (or, with `overwrite`, replaced by a new file, never written through),
+    so a link planted where the key goes cannot send the private key somewhere else."""
     public_path = path.with_name(path.name.removesuffix(".pem") + ".pub.pem")
     for target in (path, public_path):
-        if target.exists() and not overwrite:
+        if os.path.lexists(target) and not overwrite:
             raise InputError(
                 "already exists; refusing to overwrite a key",
                 where=str(target),
@@ -119,10 +125,33 @@ def write_keypair(path: Path, *, overwrite: bool = False) -> tuple[Path, Path, s
             )
     key = generate_key()
     path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(path, flags, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(private_pem(key))
-    path.chmod(0o600)
-    public_path.write_bytes(public_pem(key.public_key()))
+    _create(path, private_pem(key), 0o600, replace=overwrite)
+    _create(public_path, public_pem(key.public_key()), 0o644, replace=overwrite)
     return path, public_path, fingerprint(key.public_key())
+
+
+def _create(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
+    """Write `data` to a file that did not exist before this call (`O_EXCL`: never through a
+    link); with `replace`, to a new file beside `path` that then takes its name."""
+    target = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp") if replace else path
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(target, flags, mode)
+    except FileExistsError as exc:
+        raise InputError(
+            "already exists (perhaps as a link); refusing to write a key through it",
+            where=str(target),
+            hint="choose another --out or remove it",
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if replace:
+            target.replace(path)
+    except BaseException:
+        if replace:
+            with contextlib.suppress(OSError):
+                target.unlink()
+        raise

@@ -9,6 +9,7 @@ bundle is intact, since whoever altered a bundle could have re-signed it with a 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import zipfile
@@ -22,15 +23,34 @@ from auditor.engine import EvaluationContext, evaluate
 from auditor.errors import AuditError, InputError
 from auditor.evidence import layout, signing
 from auditor.evidence.bundle import parse_sums
-from auditor.evidence.ziparchive import ArchiveError, read_content, read_members
-from auditor.jsonutil import JSON, dumps_canonical, sha256_hex
+from auditor.evidence.ziparchive import ArchiveError, check_content, read_members
+from auditor.jsonutil import JSON, dumps_canonical
 from auditor.policy import policies_from_contents
 from auditor.results import Result, Results
 from auditor.snapshot import snapshot_from_json
 from auditor.timeutil import parse_isoz
+from auditor.validation import DEFAULT_TIMEOUT_SECONDS
 from auditor.waivers import Waiver
 
 MAX_BUNDLE_BYTES = 4 * 2**30
+# One member of a bundle commsaudit writes is at most a large tenant's snapshot; writing a
+# snapshot of a GiB would take the writer many times that in memory, so a member declared larger
+# is not ours and is refused unread.
+MAX_MEMBER_BYTES = 2**30
+_PIECE = 2**20
+# Members verification reads whole (to parse them); every other member only passes through the
+# hash, a piece at a time.
+_WHOLE = frozenset({layout.MANIFEST, layout.SUMS, layout.SIGNATURE, layout.PUBLIC_KEY})
+_WHOLE_FOR_RESULTS = frozenset({layout.RESULTS, layout.SNAPSHOT})
+
+
+@dataclass(frozen=True)
+class VerifyLimits:
+    """How far a bundle may inflate: checked against what its zip directory declares before
+    anything is read, and against what is actually read."""
+
+    member_bytes: int = MAX_MEMBER_BYTES
+    total_bytes: int = MAX_BUNDLE_BYTES
 
 
 @dataclass
@@ -53,6 +73,9 @@ class VerifyReport:
     files_checked: int = 0
     results_compared: int = 0
     notes: list[str] = field(default_factory=list)
+    # The members read whole (manifest, sums, results, snapshot, policies), as verified: for a
+    # caller that reads them next, so it needs no second, unchecked read of the file.
+    contents: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -100,6 +123,14 @@ def _comparable(result: Result) -> str:
     )
 
 
+def _timeout_seconds(value: Any) -> float:
+    """The run's time limit per policy, as its manifest says (bounded: the bundle is not
+    trusted), so a policy that ran out of time then runs out of time here too."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 3600:
+        return float(value)
+    return DEFAULT_TIMEOUT_SECONDS
+
+
 def _reevaluate(contents: dict[str, bytes], manifest: dict[str, Any], report: VerifyReport) -> None:
     recorded = Results.from_json(_json(contents, layout.RESULTS, report))
     snapshot = snapshot_from_json(_json(contents, layout.SNAPSHOT, report), layout.SNAPSHOT)
@@ -124,6 +155,7 @@ def _reevaluate(contents: dict[str, bytes], manifest: dict[str, Any], report: Ve
         # Whichever validator this machine has: both give identical results
         # (tests/test_validator_parity.py), and the verifier may lack jsonschema-rs.
         backend="auto",
+        timeout_seconds=_timeout_seconds(evaluation.get("timeout_seconds")),
     )
     fresh = evaluate(policies, snapshot, context).results
     old = {(r.control, r.subject): r for r in recorded.results}
@@ -163,8 +195,15 @@ def _reevaluate(contents: dict[str, bytes], manifest: dict[str, Any], report: Ve
 
 
 def verify_bundle(
-    path: Path, key: Ed25519PublicKey | None = None, *, reevaluate: bool = True
+    path: Path,
+    key: Ed25519PublicKey | None = None,
+    *,
+    reevaluate: bool = True,
+    require_signature: bool = False,
+    limits: VerifyLimits | None = None,
 ) -> VerifyReport:
+    """Check a bundle. With `key`, it must be signed with that key; with `require_signature`,
+    it must be signed at all (an unsigned bundle shows only that nobody edited it carelessly)."""
     report = VerifyReport(bundle=str(path), key_pinned=key is not None)
     try:
         size = path.stat().st_size
@@ -172,15 +211,91 @@ def verify_bundle(
         raise InputError(f"cannot read the bundle: {exc.strerror}", where=str(path)) from exc
     if size > MAX_BUNDLE_BYTES:
         raise InputError("larger than 4 GiB; not a commsaudit bundle", where=str(path))
-    blob = path.read_bytes()
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the bundle: {exc.strerror}", where=str(path)) from exc
+    checks = _Checks(key, reevaluate, require_signature, limits or VerifyLimits())
     with contextlib.suppress(_Stop):  # the problem that stopped it is already in the report
-        _verify(blob, key, reevaluate, report)
+        _verify(blob, checks, report)
     return report
 
 
-def _verify(
-    blob: bytes, key: Ed25519PublicKey | None, reevaluate: bool, report: VerifyReport
+@dataclass(frozen=True)
+class _Checks:
+    key: Ed25519PublicKey | None
+    reevaluate: bool
+    require_signature: bool
+    limits: VerifyLimits
+
+
+@dataclass(frozen=True)
+class _Digest:
+    sha256: str
+    size: int
+
+
+def _read_whole(name: str, reevaluate: bool) -> bool:
+    if name in _WHOLE:
+        return True
+    # results.json and the snapshot: read for re-evaluation, and for the callers (diff,
+    # report) that use them once the bundle verifies.
+    return name in _WHOLE_FOR_RESULTS or (
+        reevaluate and name.startswith(layout.POLICIES_DIR) and name.endswith(".json")
+    )
+
+
+def _check_declared(
+    infos: list[zipfile.ZipInfo], limits: VerifyLimits, report: VerifyReport
 ) -> None:
+    """Names and sizes from the zip directory, before a byte of a member is inflated."""
+    seen: set[str] = set()
+    repeated: set[str] = set()
+    for info in infos:
+        (repeated if info.filename in seen else seen).add(info.filename)
+        reason = layout.unsafe_reason(info.filename)
+        if reason:
+            report.problems.append(Problem(info.filename, f"unsafe archive path refused: {reason}"))
+        if info.file_size > limits.member_bytes:
+            report.problems.append(
+                Problem(
+                    info.filename,
+                    f"declares {info.file_size} bytes uncompressed, more than the limit of "
+                    f"{limits.member_bytes} for one member; refused unread",
+                )
+            )
+    for name in sorted(repeated):
+        report.problems.append(Problem(name, "appears more than once in the archive"))
+    total = sum(info.file_size for info in infos)
+    if total > limits.total_bytes:
+        report.problems.append(
+            Problem(
+                "(zip structure)",
+                f"expands to {total} bytes, more than the limit of {limits.total_bytes}; "
+                "refused unread",
+            )
+        )
+
+
+def _stream(archive: zipfile.ZipFile, info: zipfile.ZipInfo, whole: bool) -> tuple[_Digest, bytes]:
+    """Hash one member a piece at a time; its content too when `whole`. zipfile stops at the
+    size the directory declares (already within the limits) and checks the CRC at the end."""
+    digest = hashlib.sha256()
+    size = 0
+    pieces: list[bytes] = []
+    with archive.open(info) as handle:
+        while piece := handle.read(_PIECE):
+            size += len(piece)
+            digest.update(piece)
+            if whole:
+                pieces.append(piece)
+    if size != info.file_size:
+        raise ValueError(f"inflates to {size} bytes, not the {info.file_size} the zip declares")
+    return _Digest(digest.hexdigest(), size), b"".join(pieces)
+
+
+def _verify(blob: bytes, checks: _Checks, report: VerifyReport) -> None:
+    key, reevaluate = checks.key, checks.reevaluate
     # 1. Read the members with a lenient reader first, so damage is reported against the file
     # it hit (a rewritten archive still shows which member changed); the byte-exact check of
     # the archive's structure comes after the content checks.
@@ -192,26 +307,24 @@ def _verify(
     except Exception as exc:
         report.problems.append(Problem("(zip structure)", f"not a readable zip archive: {exc}"))
         raise _Stop from exc
-    names = [info.filename for info in infos]
-    for name in names:
-        reason = layout.unsafe_reason(name)
-        if reason:
-            report.problems.append(Problem(name, f"unsafe archive path refused: {reason}"))
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        report.problems.append(Problem(name, "appears more than once in the archive"))
-    if sum(info.file_size for info in infos) > MAX_BUNDLE_BYTES:
-        report.problems.append(Problem("(zip structure)", "expands to more than 4 GiB"))
+    _check_declared(infos, checks.limits, report)
     if report.problems:
         raise _Stop
 
+    digests: dict[str, _Digest] = {}
     contents: dict[str, bytes] = {}
     for info in infos:
+        whole = _read_whole(info.filename, reevaluate)
         try:
-            contents[info.filename] = archive.read(info)
+            digests[info.filename], content = _stream(archive, info, whole)
         except Exception as exc:  # as above: any failure to read is damage to this member
             report.problems.append(Problem(info.filename, f"cannot be read: {exc}"))
+            continue
+        if whole:
+            contents[info.filename] = content
     if report.problems:
         raise _Stop
+    report.contents = contents
 
     # 2. SHA256SUMS covers every member but itself and its signature.
     if layout.SUMS not in contents:
@@ -223,13 +336,13 @@ def _verify(
         report.problems.append(Problem(layout.SUMS, f"malformed: {exc}"))
         raise _Stop from exc
     for name, digest in sums.items():
-        if name not in contents:
+        if name not in digests:
             report.problems.append(
                 Problem(name, f"listed in {layout.SUMS} but missing from the bundle")
             )
-        elif sha256_hex(contents[name]) != digest:
+        elif digests[name].sha256 != digest:
             report.problems.append(Problem(name, f"sha256 does not match {layout.SUMS}"))
-    for name in contents:
+    for name in digests:
         if name not in sums and name not in (layout.SUMS, layout.SIGNATURE):
             report.problems.append(Problem(name, f"not listed in {layout.SUMS}"))
     report.files_checked = len(sums)
@@ -245,7 +358,16 @@ def _verify(
             report.problems.append(
                 Problem(
                     layout.SIGNATURE,
-                    "the bundle is not signed, but a key was given to check it against",
+                    f"the bundle is not signed, but must be signed with key "
+                    f"{signing.fingerprint(key)}",
+                )
+            )
+        elif checks.require_signature:
+            report.problems.append(
+                Problem(
+                    layout.SIGNATURE,
+                    "the bundle is not signed, and a signature is required: anyone could have "
+                    "made or re-made it",
                 )
             )
         elif declared:
@@ -302,14 +424,12 @@ def _verify(
     # 4. The manifest's own file list agrees with what is there.
     for entry in manifest.get("files", []):
         name = entry.get("path")
-        if name not in contents:
+        if name not in digests:
             report.problems.append(Problem(str(name), "listed in the manifest but missing"))
-        elif entry.get("sha256") != sha256_hex(contents[name]) or entry.get("size") != len(
-            contents[name]
-        ):
+        elif (entry.get("sha256"), entry.get("size")) != (digests[name].sha256, digests[name].size):
             report.problems.append(Problem(str(name), "hash or size differs from the manifest"))
     listed = {e.get("path") for e in manifest.get("files", [])}
-    for name in contents:
+    for name in digests:
         if name not in listed and name not in (layout.MANIFEST, layout.SUMS, layout.SIGNATURE):
             report.problems.append(Problem(name, "not listed in the manifest"))
 
@@ -322,8 +442,16 @@ def _verify(
         moment = None
         report.problems.append(Problem(layout.MANIFEST, "run.started_at is not a timestamp"))
     try:
-        for member in read_members(blob, moment):
-            read_content(blob, member)
+        members = read_members(blob, moment)
+        # This reader parses the directory itself: its sizes are held to the limits again.
+        declared = sum(member.size for member in members)
+        if declared > checks.limits.total_bytes:
+            raise ArchiveError(
+                None,
+                f"expands to {declared} bytes, more than the limit of {checks.limits.total_bytes}",
+            )
+        for member in members:
+            check_content(blob, member, checks.limits.member_bytes)
     except ArchiveError as exc:
         report.problems.append(Problem(exc.member or "(zip structure)", exc.problem))
 

@@ -12,7 +12,7 @@ import datetime as dt
 import struct
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 _LOCAL = 0x04034B50
@@ -27,6 +27,7 @@ _METHOD = 8  # deflate
 _UTF8_FLAG = 0x800
 _ATTRIBUTES = (0o100644 & 0xFFFF) << 16
 MAX_MEMBER_SIZE = 2**31 - 1  # no zip64: bundles larger than this are not supported
+_PIECE = 2**20  # how much is inflated at a time when reading
 
 
 class ArchiveError(Exception):
@@ -267,20 +268,47 @@ def read_members(blob: bytes, moment: dt.datetime | None = None) -> list[Member]
     return members
 
 
-def read_content(blob: bytes, member: Member, limit: int = MAX_MEMBER_SIZE) -> bytes:
-    """Decompress one member, requiring the stream to end exactly and the CRC to match."""
+def _inflate(blob: bytes, member: Member, limit: int) -> Iterator[bytes]:
+    """One member's content a piece at a time, whatever its size. The stream must end exactly,
+    inflate to the size the directory declares (never past it: reading stops there) and match
+    the CRC; the checks of the whole come once the last piece is out."""
+    _check(member.size <= limit, member.name, f"larger than the limit of {limit} bytes")
     decompressor = zlib.decompressobj(-15)
-    packed = blob[member.data_offset : member.data_offset + member.compressed_size]
+    packed = memoryview(blob)[member.data_offset : member.data_offset + member.compressed_size]
+    size = crc = 0
     try:
-        content = decompressor.decompress(packed, limit + 1)
+        for start in range(0, len(packed), _PIECE):
+            pending: bytes | memoryview = packed[start : start + _PIECE]
+            while True:
+                piece = decompressor.decompress(pending, _PIECE)
+                pending = decompressor.unconsumed_tail
+                size += len(piece)
+                _check(size <= member.size, member.name, "size differs from the zip directory")
+                crc = zlib.crc32(piece, crc)
+                if piece:
+                    yield piece
+                if decompressor.eof or not (piece or pending):
+                    break
+            if decompressor.eof:
+                _check(
+                    not decompressor.unused_data and start + _PIECE >= len(packed),
+                    member.name,
+                    "compressed data has trailing bytes",
+                )
+                break
     except zlib.error as exc:
         raise ArchiveError(member.name, f"compressed data is damaged ({exc})") from exc
     _check(decompressor.eof, member.name, "compressed data is truncated")
-    _check(
-        not decompressor.unused_data and not decompressor.unconsumed_tail,
-        member.name,
-        "compressed data has trailing bytes",
-    )
-    _check(len(content) == member.size, member.name, "size differs from the zip directory")
-    _check(zlib.crc32(content) & 0xFFFFFFFF == member.crc, member.name, "CRC-32 does not match")
-    return content
+    _check(size == member.size, member.name, "size differs from the zip directory")
+    _check(crc & 0xFFFFFFFF == member.crc, member.name, "CRC-32 does not match")
+
+
+def read_content(blob: bytes, member: Member, limit: int = MAX_MEMBER_SIZE) -> bytes:
+    """Decompress one member, requiring the stream to end exactly and the CRC to match."""
+    return b"".join(_inflate(blob, member, limit))
+
+
+def check_content(blob: bytes, member: Member, limit: int = MAX_MEMBER_SIZE) -> None:
+    """`read_content`'s checks, holding no more than a piece of the member at a time."""
+    for _piece in _inflate(blob, member, limit):
+        pass

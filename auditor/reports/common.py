@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -108,10 +109,65 @@ def attention(results: list[Result]) -> list[Result]:
     return ordered([r for r in results if r.status in ("fail", "error", "waived")])
 
 
-def md_cell(text: str) -> str:
-    """A Markdown table cell: one line, no pipes or markup that could break the table or
-    inject HTML."""
-    escaped = (
-        text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-    )
-    return " ".join(escaped.split())
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: white space
+# among them becomes a space, the rest the replacement character. Data reaches no reader with a
+# line break it chose, a terminal escape sequence or a byte an XML parser refuses.
+_ONE_LINE = {
+    code: " " if chr(code).isspace() else "\ufffd"
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
+
+
+def one_line(text: str) -> str:
+    """`text` as one line of plain characters (see `_ONE_LINE`)."""
+    return text.translate(_ONE_LINE)
+
+
+# Markdown from data must stay text on GitHub, where report.md is the job summary. Escaped (with
+# a backslash, or as an entity): what opens links, images, raw HTML, autolinks in angle
+# brackets, entities, code, emphasis, math and table cells; `_` only where it could open or
+# close emphasis, so snake_case names read as they are. Broken with a word joiner (U+2060,
+# invisible): what GitHub links by itself, bare URLs, `www.` hosts, e-mail addresses and
+# @mentions.
+_MD_PUNCTUATION = re.compile(r"[\\`*~\[\]<>|&$]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_MD_AUTOLINK = re.compile(r"(?<=:)(?=//)|(?i:(?<=www))(?=\.)|(?<=@)")
+# What makes a line a heading, list item, rule or setext underline when it starts the line (a
+# quote's `>` is escaped wherever it is). A list's number counts only with a space after it.
+_MD_LINE_START = re.compile(r"#{1,6}(?=\s|$)|[+=-]|\d{1,9}(?=[.)](?:\s|$))")
+WORD_JOINER = "\u2060"
+# Angle brackets as entities (a reader of the raw file sees them as HTML's), the rest escaped.
+_MD_ENTITIES = {"<": "&lt;", ">": "&gt;"}
+
+
+def _md_escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _MD_ENTITIES.get(char) or "\\" + char
+
+
+def md_text(text: str) -> str:
+    """Text for Markdown, on one line, that renders as itself: no markup, link, HTML or
+    mention from the data, and safe in a table cell."""
+    escaped = _MD_PUNCTUATION.sub(_md_escape, " ".join(one_line(text).split()))
+    escaped = _MD_AUTOLINK.sub(WORD_JOINER, escaped)
+    start = _MD_LINE_START.match(escaped)
+    if start:
+        # A number's dot or parenthesis, or the first sign, is what must not count.
+        end = start.end()
+        escaped = (
+            escaped[:end] + "\\" + escaped[end:] if start.group().isdigit() else "\\" + escaped
+        )
+    # A heading's closing #s are dropped: keep a name's own.
+    return re.sub(r"(?<= )#+$", lambda m: "\\#" * len(m.group()), escaped)
+
+
+# Table cells and running text are escaped alike.
+md_cell = md_text
+
+
+def md_code(text: str, *, in_table: bool = False) -> str:
+    """`text` as a code span: nothing inside is markup, links or mentions, and a backtick in the
+    data cannot end it early. In a table, pipes are escaped (GFM reads them first)."""
+    inner = " ".join(one_line(text).split()).replace("`", "'")
+    if in_table:
+        inner = inner.replace("|", "\\|")
+    return f"`{inner}`" if inner else "``"

@@ -24,11 +24,25 @@ from auditor.results import STATUSES, Evidence
 _EVIDENCE_SHOWN = 25
 
 
+# Control characters but tab and line breaks: HTML has no use for them, and a NUL or an escape
+# sequence in a name should not reach a page (or a terminal that `cat`s it).
+_CONTROL = {
+    code: "\ufffd" for code in (*range(0x20), *range(0x7F, 0xA0)) if chr(code) not in "\t\n\r"
+}
+
+
+def _printable(value: Any) -> Any:
+    """Every value a template prints, before it is escaped. `translate` keeps Markup (escaped
+    already, by a filter such as `join`) as Markup."""
+    return value.translate(_CONTROL) if isinstance(value, str) else value
+
+
 @cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("auditor.reports", "templates"),
         autoescape=True,  # all templates: tenant names, reasons and values are untrusted text
+        finalize=_printable,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

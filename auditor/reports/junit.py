@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from auditor.reports.common import ReportInput, counts
+
+# What XML 1.0 cannot hold at all (C0 controls but tab and line breaks, lone surrogates, U+FFFE
+# and U+FFFF) and the C1 controls it discourages: ElementTree writes them as they are, and the
+# file is then not well-formed. Each becomes the replacement character.
+_NOT_XML = re.compile("[^\t\n\r\u0020-\u007e\u00a0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_safe(root: ET.Element) -> None:
+    """Every text and attribute value under `root` made well-formed (names and reasons come from
+    tenants and records)."""
+    for element in root.iter():
+        element.attrib = {key: _NOT_XML.sub("\ufffd", v) for key, v in element.attrib.items()}
+        if element.text:
+            element.text = _NOT_XML.sub("\ufffd", element.text)
 
 
 def render(report: ReportInput) -> str:
@@ -49,5 +64,6 @@ def render(report: ReportInput) -> str:
         else:
             out = ET.SubElement(case, "system-out")
             out.text = f"{result.status}: {result.reason}"
+    _xml_safe(suites)
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"

@@ -14,6 +14,7 @@ from auditor.reports.common import (
     counts,
     group_by,
     md_cell,
+    md_code,
     ordered,
 )
 from auditor.results import STATUSES, Evidence
@@ -25,12 +26,12 @@ def _inline(value: object) -> str:
     text = json.dumps(value, ensure_ascii=False)
     if len(text) > 200:
         text = text[:199] + "…"
-    return "`" + text.replace("`", "'") + "`"
+    return md_code(text)
 
 
 def _evidence_line(e: Evidence) -> str:
     where = f"{e.section}{e.pointer}" if e.pointer else e.section
-    line = f"  - `{md_cell(e.source)}` → `{md_cell(where)}` = {_inline(e.value)}"
+    line = f"  - {md_code(e.source)} → {md_code(where)} = {_inline(e.value)}"
     if e.message:
         line += f" — {md_cell(e.message)}"
     return line
@@ -48,10 +49,12 @@ def _matrix(report: ReportInput) -> list[str]:
     out.append("| Citation | Requirement | Kind | Responsibility | Controls | Inherited from |")
     out.append("|---|---|---|---|---|---|")
     for row in table:
-        controls = "<br>".join(f"`{c.control}` {md_cell(c.label)}" for c in row.controls)
+        controls = "<br>".join(
+            f"{md_code(c.control, in_table=True)} {md_cell(c.label)}" for c in row.controls
+        )
         out.append(
-            f"| {row.citation} | {md_cell(row.requirement)} | {row.kind_label} | "
-            f"{row.responsibility} | {controls or '—'} | "
+            f"| {md_cell(row.citation)} | {md_cell(row.requirement)} | {md_cell(row.kind_label)} | "
+            f"{md_cell(row.responsibility)} | {controls or '—'} | "
             f"{md_cell('; '.join(row.inherited_evidence)) or ''} |"
         )
     out.append("")
@@ -64,7 +67,7 @@ def render(report: ReportInput) -> str:
     tally = counts(results)
     out = [f"# {md_cell(report.title)}", ""]
     out.append(
-        f"Run `{run.id}` · profile `{md_cell(run.profile)}` · started {run.started_at} · "
+        f"Run {md_code(run.id)} · profile {md_code(run.profile)} · started {run.started_at} · "
         f"commsaudit {run.tool_version}"
     )
     out.append("")
@@ -94,12 +97,14 @@ def render(report: ReportInput) -> str:
     for result in findings:
         policy = report.policy(result)
         out.append(
-            f"### {STATUS_LABELS[result.status]}: `{result.control}` — {md_cell(result.subject)}"
+            f"### {STATUS_LABELS[result.status]}: {md_code(result.control)} — "
+            f"{md_cell(result.subject)}"
         )
         out.append("")
         out.append(
-            f"**{md_cell(result.title)}** · severity {result.severity} · "
-            f"{result.responsibility} responsibility · {', '.join(result.citations)}"
+            f"**{md_cell(result.title)}** · severity {md_cell(result.severity)} · "
+            f"{md_cell(result.responsibility)} responsibility · "
+            f"{md_cell(', '.join(result.citations))}"
         )
         out.append("")
         out.append(md_cell(result.reason))
@@ -126,14 +131,15 @@ def render(report: ReportInput) -> str:
     out.append("## All results")
     out.append("")
     for platform, group in group_by(ordered(results), "platform").items():
-        out.append(f"### {platform}")
+        out.append(f"### {md_cell(platform)}")
         out.append("")
         out.append("| Status | Control | Subject | Severity | Citations |")
         out.append("|---|---|---|---|---|")
         for r in sorted(group, key=lambda r: (r.control, r.subject)):
+            citations = md_cell(", ".join(r.citations))
             out.append(
-                f"| {STATUS_LABELS[r.status]} | `{r.control}` | {md_cell(r.subject)} | "
-                f"{r.severity} | {', '.join(r.citations)} |"
+                f"| {STATUS_LABELS[r.status]} | {md_code(r.control, in_table=True)} | "
+                f"{md_cell(r.subject)} | {md_cell(r.severity)} | {citations} |"
             )
         out.append("")
     if run.warnings:

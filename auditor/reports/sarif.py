@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from auditor import __version__
 from auditor.jsonutil import JSON
 from auditor.reports.common import ReportInput
@@ -10,6 +12,13 @@ SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "note", "info": "note"}
 # Code scanning needs a location; the policy file is where the control is defined.
 _POLICY_URI = "policies/{id}.json"
+# A plain-text message may embed links, `[text](target)`; literal brackets (and the backslash
+# that escapes them) are escaped (SARIF 2.1.0, 3.11.6), so a name cannot make one.
+_LINK_SYNTAX = re.compile(r"[\\\[\]]")
+
+
+def plain_message(text: str) -> str:
+    return _LINK_SYNTAX.sub(r"\\\g<0>", text)
 
 
 def render(report: ReportInput) -> dict[str, JSON]:
@@ -56,7 +65,7 @@ def render(report: ReportInput) -> dict[str, JSON]:
             if result.status != "error"
             else "warning",
             "kind": "fail" if result.status != "error" else "review",
-            "message": {"text": f"{result.subject}: {result.reason}"},
+            "message": {"text": plain_message(f"{result.subject}: {result.reason}")},
             "locations": [
                 {
                     "physicalLocation": {

@@ -1,10 +1,19 @@
 """The terminal summary and the progress display, on stderr (stdout is kept for --format json).
-rich honours NO_COLOR and plain (non-terminal) output by itself."""
+rich honours NO_COLOR and plain (non-terminal) output by itself.
+
+stderr is the GitHub Actions log, and the runner reads every line of it for workflow commands:
+data (a tenant's names, a reason) passes the run's redactor and loses its control characters,
+and whatever reaches stderr through `make_console` or `log_stream` cannot start a command."""
 
 from __future__ import annotations
 
 import json
+import re
+import sys
+import threading
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -13,7 +22,15 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 from rich.text import Text
 
-from auditor.reports.common import STATUS_LABELS, ReportInput, attention, counts, group_by
+from auditor.redact import Redactor
+from auditor.reports.common import (
+    STATUS_LABELS,
+    ReportInput,
+    attention,
+    counts,
+    group_by,
+    one_line,
+)
 from auditor.results import STATUSES, Result
 
 _STYLE = {
@@ -27,8 +44,98 @@ _STYLE = {
 _SHOWN = 20
 
 
+def _stderr() -> TextIO:
+    """sys.stderr, or the stream behind it while rich's live display redirects it (as rich's
+    own Console does; writing to the proxy would come back here)."""
+    stream: TextIO = getattr(sys.stderr, "rich_proxied_file", sys.stderr)
+    return stream
+
+
+# Where GitHub's runner ends a line (LF, CR, CRLF), and every other line break, to be safe.
+_LINE_BREAK = re.compile(r"(\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029])")
+# What the runner skips before it looks for `::` (it trims white space), and colour codes.
+_LINE_HEAD = re.compile(r"(?:\s|\x1b\[[0-9;?]*[ -/]*[@-~])*")
+_FENCES = ("```", "~~~")
+# Invisible, and not white space to .NET's TrimStart or Python's strip.
+_BREAK = "\u200b"
+
+
+class CommandSafeStream:
+    """A text stream (stderr, read when written to) on which no line is a GitHub Actions
+    workflow command: a `:` that starts a line (after white space) gets a zero-width space
+    before it, and so does the `[` of the old form `##[`, which counts anywhere in a line. A
+    line never starts a code fence either: when the audit cannot run, the action puts the log's
+    last lines in the job summary inside one.
+    Writes may split a line anywhere; what was written before is taken into account, and
+    writers on other threads (log records during collection) take turns."""
+
+    def __init__(self, target: Callable[[], TextIO] = _stderr) -> None:
+        self._target = target
+        self._lock = threading.Lock()
+        self._at_head = True  # nothing but white space so far on this line
+        self._tail = ""  # the line's last two characters, for a `##[` split between writes
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            out: list[str] = []
+            for part in _LINE_BREAK.split(text):
+                if not part:
+                    continue
+                if _LINE_BREAK.fullmatch(part):
+                    self._at_head, self._tail = True, ""
+                    out.append(part)
+                else:
+                    out.append(self._inert(part))
+            self._target().write("".join(out))
+        return len(text)
+
+    def _inert(self, part: str) -> str:
+        if self._at_head:
+            head = _LINE_HEAD.match(part)
+            start = head.end() if head else 0
+            if start < len(part):
+                self._at_head = False
+                if part[start] == ":" or part.startswith(_FENCES, start):
+                    part = part[:start] + _BREAK + part[start:]
+        joined = self._tail + part
+        part = joined.replace("##[", "##" + _BREAK + "[")[len(self._tail) :]
+        self._tail = joined[-2:]
+        return part
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def isatty(self) -> bool:
+        return self._target().isatty()
+
+    def fileno(self) -> int:
+        return self._target().fileno()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, errors …: the stream's own
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._target(), name)
+
+
+_LOG = CommandSafeStream()
+
+
+def log_stream() -> CommandSafeStream:
+    """stderr, for log records and error lines."""
+    return _LOG
+
+
 def make_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=False)
+    return Console(file=_LOG, highlight=False, soft_wrap=False)  # type: ignore[arg-type]
+
+
+def _shown(redactor: Redactor) -> Callable[[object], str]:
+    """Data as the log may show it: no secret the run knows, on one line."""
+
+    def show(value: object) -> str:
+        return one_line(redactor.text(value if isinstance(value, str) else str(value)))
+
+    return show
 
 
 def summary_table(report: ReportInput) -> Table:
@@ -39,7 +146,8 @@ def summary_table(report: ReportInput) -> Table:
     results = report.results.results
     for category, group in group_by(results, "category").items():
         c = counts(group)
-        table.add_row(category, *[str(c[s]) if c[s] else "·" for s in STATUSES])
+        # Text: a category (from a policy file) is not markup.
+        table.add_row(Text(one_line(category)), *[str(c[s]) if c[s] else "·" for s in STATUSES])
     total = counts(results)
     table.add_section()
     table.add_row("total", *[str(total[s]) for s in STATUSES], style="bold")
@@ -51,7 +159,7 @@ _ITEM_KEYS = ("name", "identity", "user", "resource", "setting", "declared", "li
 _PLACES_SHOWN = 3
 
 
-def _where(result: Result) -> list[str]:
+def _where(result: Result, show: Callable[[object], str] = str) -> list[str]:
     """Which items failed, from the evidence's context (`name=phi-archive`), so the terminal
     line says what to fix without a trip to the report."""
     places: list[str] = []
@@ -60,7 +168,7 @@ def _where(result: Result) -> list[str]:
         if not isinstance(context, dict):
             continue
         parts = [
-            f"{key}={_plain(context[key])}"
+            f"{key}={show(_plain(context[key]))}"
             for key in _ITEM_KEYS
             if key in context and not isinstance(context[key], dict | list)
         ]
@@ -76,7 +184,16 @@ def _plain(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def render(console: Console, report: ReportInput, *, bundle: str | None = None) -> None:
+def render(
+    console: Console,
+    report: ReportInput,
+    *,
+    bundle: str | None = None,
+    redactor: Redactor | None = None,
+) -> None:
+    """The summary. `redactor` is the run's, which knows its secrets (`secret_env` values,
+    the signing key, tokens); without one, the environment's."""
+    show = _shown(redactor or Redactor.from_environment())
     console.print(summary_table(report))
     findings = attention(report.results.results)
     if findings:
@@ -84,26 +201,27 @@ def render(console: Console, report: ReportInput, *, bundle: str | None = None) 
         for result in findings[:_SHOWN]:
             label = STATUS_LABELS[result.status].upper()
             console.print(
-                f"[{_STYLE[result.status]}]{label:<7}[/] [bold]{escape(result.control)}[/] "
-                f"({escape(result.subject)}, {result.severity})"
+                f"[{_STYLE[result.status]}]{label:<7}[/] [bold]{escape(show(result.control))}[/] "
+                f"({escape(show(result.subject))}, {escape(show(result.severity))})"
             )
-            console.print(Padding(Text(result.reason), (0, 0, 0, 8)))
-            places = _where(result) if result.status == "fail" else []
+            console.print(Padding(Text(show(result.reason)), (0, 0, 0, 8)))
+            places = _where(result, show) if result.status == "fail" else []
             for place in places:
                 console.print(Padding(Text(f"at {place}"), (0, 0, 0, 8)))
         if len(findings) > _SHOWN:
             console.print(f"… and {len(findings) - _SHOWN} more: see report.md")
     for warning in report.results.run.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}")
+        console.print(f"[yellow]warning:[/] {escape(show(warning))}")
     if bundle:
         console.print()
-        console.print(f"Evidence bundle: [bold]{escape(bundle)}[/]")
+        console.print(f"Evidence bundle: [bold]{escape(show(bundle))}[/]")
 
 
 class CollectionProgress:
     """A line per connector while collection runs; silent when stderr is not a terminal."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, redactor: Redactor | None = None) -> None:
+        self._show = _shown(redactor or Redactor.from_environment())
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -127,7 +245,7 @@ class CollectionProgress:
         self._progress.__exit__(exc_type, exc, tb)
 
     def update(self, connector: str, message: str) -> None:
-        text = f"{connector}: {escape(message)}"
+        text = f"{escape(self._show(connector))}: {escape(self._show(message))}"
         if connector not in self._tasks:
             self._tasks[connector] = self._progress.add_task(text, total=None)
         else:

@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 
 import jsonschema
 
-from connectors.attestations.document import DocumentError, load_document
+from auditor.errors import quote, shorten
+from connectors.attestations.document import Document, DocumentError, load_document
 from connectors.attestations.normalise import normalise
 from connectors.base import (
     CollectContext,
@@ -51,8 +52,14 @@ def _location(parts: list[str | int]) -> str:
     return out or "(top level)"
 
 
-def _message(error: jsonschema.ValidationError) -> str:
+def _message(error: jsonschema.ValidationError, first_line: str | None) -> str:
     schema = error.schema if isinstance(error.schema, dict) else {}
+    # The value as the error quotes it: never more than its first line, shortened (a config
+    # pointed at the wrong file must not print the file).
+    if first_line is not None:  # the value goes on beyond this line
+        shown = repr(shorten(first_line).removesuffix("…") + "…")
+    else:
+        shown = quote(error.instance)
     if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(
         error.instance, dict
     ):
@@ -61,24 +68,30 @@ def _message(error: jsonschema.ValidationError) -> str:
             known |= set(attestations_schema()["$defs"]["record"]["properties"])
         unknown = sorted(set(error.instance) - known)
         if unknown:
-            text = f"unknown key {unknown[0]!r}"
+            text = f"unknown key {quote(unknown[0])}"
             close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
             return text + (f"; did you mean {close[0]!r}?" if close else "")
     if error.validator == "format" and error.validator_value == "date":
-        return f"{error.instance!r} is not a valid date (expected YYYY-MM-DD)"
+        return f"{shown} is not a valid date (expected YYYY-MM-DD)"
     if error.validator == "pattern" and isinstance(error.instance, str):
         if schema.get("format") == "date":
-            return f"{error.instance!r} is not a valid date (expected YYYY-MM-DD)"
-        return f"{error.instance!r} does not have the expected form ({error.validator_value})"
-    return error.message
+            return f"{shown} is not a valid date (expected YYYY-MM-DD)"
+        return f"{shown} does not have the expected form ({error.validator_value})"
+    if error.validator == "type" and not error.absolute_path:
+        return (
+            f"the file holds {shown}, not a mapping of attestation records (organisation, "
+            "trainings, ...); is this the attestations file?"
+        )
+    return error.message.replace(repr(error.instance), shown)
 
 
 def _escape(part: str | int) -> str:
     return str(part).replace("~", "~0").replace("/", "~1")
 
 
-def validate_document(data: Any, lines: dict[str, int], where: str, today: dt.date) -> None:
+def validate_document(document: Document, where: str, today: dt.date) -> None:
     """Raise ConnectorInputError naming the first problem, its path and its line."""
+    data, lines = document.data, document.lines
     validator = jsonschema.Draft202012Validator(
         attestations_schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
@@ -90,10 +103,11 @@ def validate_document(data: Any, lines: dict[str, int], where: str, today: dt.da
     if errors:
         error = errors[0]
         parts = list(error.absolute_path)
-        line = lines.get("".join("/" + _escape(p) for p in parts))
+        ptr = "".join("/" + _escape(p) for p in parts)
+        line = lines.get(ptr)
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise ConnectorInputError(
-            f"{_location(parts)}: {_message(error)}{more}",
+            f"{_location(parts)}: {_message(error, document.first_lines.get(ptr))}{more}",
             where=f"{where}:{line}" if line else where,
         )
     for key, field in _PAST_DATES.items():
@@ -153,13 +167,13 @@ class AttestationsConnector(Connector):
         except UnicodeDecodeError as exc:
             raise ConnectorInputError("the file is not UTF-8 text", where=where) from exc
         try:
-            data, lines = load_document(self.path, text)
+            document = load_document(self.path, text)
         except DocumentError as exc:
             raise ConnectorInputError(
                 exc.message, where=f"{where}:{exc.line}" if exc.line else where
             ) from exc
-        validate_document(data, lines, where, today)
-        return content, data
+        validate_document(document, where, today)
+        return content, document.data
 
     def preflight(self, now: dt.datetime) -> None:
         _content, self._document = self._load(now.date())

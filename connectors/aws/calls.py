@@ -89,6 +89,14 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def _finite(data: dict[str, Any]) -> bool:
+    try:
+        json.dumps(data, allow_nan=False, default=_jsonable)
+    except ValueError:
+        return False
+    return True
+
+
 def _plain(message: str) -> str:
     """An error message fit for a reason: markup stripped, one line, not a page long."""
     text = " ".join(re.sub(r"<[^>]+>", " ", message).split())
@@ -154,6 +162,14 @@ class AwsReader:
         data = _merge(pages)
         data.pop("ResponseMetadata", None)
         raw = self._record(service, region, operation, params, key, data, 200)
+        if not _finite(data):
+            # botocore reads NaN and Infinity (from JSON, and from XML through float()): they
+            # compare false with every limit, so the answer is malformed, never judged.
+            reason = (
+                f"{operation} in {region}: the answer holds NaN or infinity, not a finite "
+                "number; a malformed answer is not judged"
+            )
+            return Read(service, region, operation, None, raw, reason)
         return Read(service, region, operation, data, raw_path=raw)
 
     @staticmethod

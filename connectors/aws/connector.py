@@ -16,11 +16,12 @@ from connectors.aws import account as account_settings
 from connectors.aws import regional, ses
 from connectors.aws.account import Scope
 from connectors.aws.calls import AwsReader
-from connectors.aws.session import AwsSession
+from connectors.aws.session import AwsSession, endpoint_problem
 from connectors.base import (
     CollectContext,
     CollectionError,
     Connector,
+    ConnectorInputError,
     Permission,
     Platform,
     SubjectKind,
@@ -127,6 +128,12 @@ class AwsConnector(Connector):
     def __init__(self, config: dict[str, Any], base_dir: Path) -> None:
         super().__init__(config, base_dir)
         self.stats: dict[str, Any] = {}
+
+    def preflight(self, now: dt.datetime) -> None:
+        url = self.config.get("endpoint_url")
+        problem = endpoint_problem(str(url)) if url else None
+        if problem is not None:
+            raise ConnectorInputError(f"[aws] endpoint_url: {problem}")
 
     def scope(self) -> dict[str, Any]:
         return {

@@ -3,10 +3,16 @@
 The chain covers a named profile (SSO included), environment variables, GitHub Actions OIDC
 (`AWS_ROLE_ARN` with `AWS_WEB_IDENTITY_TOKEN_FILE`), and instance or container roles. On top of
 it, `role_arn` (with an optional `external_id`) assumes a role, as an MSP reaching into a
-client's account does."""
+client's account does.
+
+Every call is signed with the account's keys and carries its session token: it goes over HTTPS,
+or over plain HTTP to this machine only (moto in the tests, a local stack), whether the endpoint
+comes from the config or from botocore's own settings (`AWS_ENDPOINT_URL`, a profile's
+`endpoint_url`)."""
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -16,7 +22,41 @@ import boto3
 import botocore.config
 import botocore.session
 
+from connectors.base import CollectionError
+
 USER_AGENT = "commsaudit"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def endpoint_problem(url: str) -> str | None:
+    """Why signed calls must not go to `url`, or None. Names the scheme and host only."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    shown = f"{parts.scheme}://{host}" if host else "(no host)"
+    if parts.scheme == "https" and host:
+        return None
+    if parts.scheme == "http" and _is_loopback(host):
+        return None
+    return (
+        f"the AWS endpoint {shown} is not HTTPS: signed calls (and the session token) go only "
+        "over HTTPS, or over plain HTTP to a loopback address such as 127.0.0.1"
+    )
+
+
+def _checked(client: Any) -> Any:
+    """`client`, once its endpoint (whichever setting named it) passes `endpoint_problem`."""
+    problem = endpoint_problem(str(client.meta.endpoint_url))
+    if problem is not None:
+        raise CollectionError(problem)
+    return client
 
 
 def unprefix_account_host(client: Any, endpoint_url: str) -> None:
@@ -67,7 +107,7 @@ class AwsSession:
         base = boto3.session.Session(profile_name=self.profile)
         if not self.role_arn:
             return base
-        sts = base.client("sts", endpoint_url=self.endpoint_url, config=self._config())
+        sts = _checked(base.client("sts", endpoint_url=self.endpoint_url, config=self._config()))
         params: dict[str, Any] = {"RoleArn": self.role_arn, "RoleSessionName": "commsaudit"}
         if self.external_id:
             params["ExternalId"] = self.external_id
@@ -83,11 +123,13 @@ class AwsSession:
         with self._lock:
             key = (service, region)
             if key not in self._clients:
-                client = session.client(
-                    service,
-                    region_name=region,
-                    endpoint_url=self.endpoint_url,
-                    config=self._config(),
+                client = _checked(
+                    session.client(
+                        service,
+                        region_name=region,
+                        endpoint_url=self.endpoint_url,
+                        config=self._config(),
+                    )
                 )
                 if service == "s3control" and self.endpoint_url:
                     unprefix_account_host(client, self.endpoint_url)

@@ -48,6 +48,44 @@ def match_vendor(target: str, vendors: list[dict[str, Any]], kind: str) -> dict[
     return None
 
 
+# The most an SMTP probe of one MX host may take (every address, every read), and the share of
+# the run's remaining time it may use: the DNSSEC/DANE lookups after it must still fit.
+_SMTP_TIMEOUT = 15.0
+_SMTP_SHARE = 0.8
+# Hosts that could not be probed that an error's reason spells out.
+_REASON_HOSTS = 3
+
+
+def _smtp_budget(remaining: float) -> float:
+    return max(0.1, min(_SMTP_TIMEOUT, remaining * _SMTP_SHARE))
+
+
+async def _probe(
+    host: str, addresses: list[str], *, port: int, ca: str | None, timeout: float
+) -> starttls.Probe:
+    """One MX host's probe; a bug met on one host's answer is `error` for that host, not the
+    end of the connector."""
+    try:
+        return await starttls.probe(host, addresses, port=port, ca_bundle=ca, timeout=timeout)
+    except Exception as exc:
+        failed = starttls.Probe(host.rstrip("."), port=port, status="error")
+        failed.error = f"{failed.host}: the probe failed unexpectedly ({type(exc).__name__})"
+        return failed
+
+
+def _unprobed(probes: list[starttls.Probe]) -> str | None:
+    """Why the section is `error`, when any MX host could not be probed: an unanswered probe
+    is no evidence of missing STARTTLS, so no verdict may rest on it."""
+    failed = [p for p in probes if p.status in ("unreachable", "error")]
+    if not failed:
+        return None
+    shown = "; ".join(p.error or f"{p.host}: no answer" for p in failed[:_REASON_HOSTS])
+    more = len(failed) - _REASON_HOSTS
+    return f"could not probe {len(failed)} MX host(s): {shown}" + (
+        f"; and {more} more" if more > 0 else ""
+    )
+
+
 class DnsConnector(Connector):
     name: ClassVar[str] = "dns"
     title: ClassVar[str] = "Email posture (DNS)"
@@ -376,12 +414,11 @@ class DnsConnector(Connector):
             probes: list[starttls.Probe] = []
         else:
             port = int(self.config.get("smtp_port", 25))
+            timeout = _smtp_budget(ctx.remaining())
             probes = list(
                 await asyncio.gather(
                     *(
-                        starttls.probe(
-                            h["host"], h["addresses"], port=port, ca_bundle=ca, timeout=15.0
-                        )
+                        _probe(h["host"], h["addresses"], port=port, ca=ca, timeout=timeout)
                         for h in mx["hosts"]
                     )
                 )
@@ -395,11 +432,14 @@ class DnsConnector(Connector):
                     request={"port": port, "hosts": hosts},
                 )
             )
+            unprobed = _unprobed(probes)
             add(
                 "dns.starttls",
-                {"domain": domain, "hosts": [p.to_json() for p in probes]},
+                None if unprobed else {"domain": domain, "hosts": [p.to_json() for p in probes]},
                 f"smtp:{domain}",
                 raw=("raw/dns/answers.json", raw_path),
+                status="error" if unprobed else "ok",
+                reason=unprobed,
             )
 
         certificates = (

@@ -210,9 +210,41 @@ def _signatures(response: dns.message.Message, rrset: dns.rrset.RRset) -> dns.rr
 
 
 def _no_nameservers(exc: dns.resolver.NoNameservers) -> str:
+    for error in exc.kwargs.get("errors") or []:
+        # (server, over TCP, port, what went wrong, the response), as dnspython records them
+        if isinstance(error[3], dns.message.ChainTooLong):
+            return _chain_too_long(error[4])
     text = str(exc)
     if "SERVFAIL" in text:
         return "the nameserver answered SERVFAIL"
     if "REFUSED" in text:
         return "the nameserver refused the query"
     return f"no nameserver could answer ({text})"
+
+
+# Names of a CNAME chain the reason spells out.
+_CHAIN_SHOWN = 6
+
+
+def _chain_too_long(response: object) -> str:
+    """The reason for an answer whose CNAMEs dnspython gave up following: a loop, named by
+    its links, or a chain past dnspython's limit."""
+    if not isinstance(response, dns.message.Message) or len(response.question) != 1:
+        return f"the CNAME chain loops or is longer than {dns.message.MAX_CHAIN} names"
+    targets = {
+        rrset.name: rdata.target
+        for rrset in response.answer
+        if rrset.rdtype == dns.rdatatype.CNAME
+        for rdata in rrset
+    }
+    name = response.question[0].name
+    chain = [name]
+    while name in targets and len(chain) <= dns.message.MAX_CHAIN:
+        name = targets[name]
+        if name in chain:
+            loop = [*chain[chain.index(name) :], name]
+            shown = [n.to_text().rstrip(".") for n in loop[:_CHAIN_SHOWN]]
+            more = " -> ..." if len(loop) > _CHAIN_SHOWN else ""
+            return f"CNAME loop: {' -> '.join(shown)}{more}"
+        chain.append(name)
+    return f"the CNAME chain is longer than {dns.message.MAX_CHAIN} names"

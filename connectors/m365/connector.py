@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 from connectors.base import (
     CollectContext,
@@ -25,7 +26,7 @@ from connectors.m365.auth import METHODS, AuthSettings, TokenCache, build_creden
 from connectors.m365.clouds import CLOUDS, endpoints_for
 from connectors.m365.exchange import SYSTEM_MAILBOX, AdminApi
 from connectors.m365.fetched import Fetched, compact_json
-from connectors.m365.http import Limits, make_clients
+from connectors.m365.http import MIB, Destinations, Limits, make_clients
 from connectors.m365.normalise import (
     ADMIN_API_SECTIONS,
     SECTIONS,
@@ -168,6 +169,16 @@ class M365Connector(Connector):
                     "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
                     "retries": {"type": "integer", "minimum": 0, "maximum": 10},
                     "backoff_seconds": {"type": "number", "minimum": 0},
+                    "max_answer_mb": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "Cap on one answer, decompressed (MiB).",
+                    },
+                    "max_run_mb": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "Cap on all answers of a run, decompressed (MiB).",
+                    },
                 },
             },
         },
@@ -195,6 +206,16 @@ class M365Connector(Connector):
             raise ConnectorInputError(
                 f"[m365.endpoints] ca_bundle: {self.base_dir / bundle} does not exist"
             )
+        for key, value in self.config.get("endpoints", {}).items():
+            if key == "ca_bundle":
+                continue
+            try:
+                Destinations.of([value])
+            except ValueError:
+                raise ConnectorInputError(
+                    f"[m365.endpoints] {key}: {_shown_origin(value)} is not an https:// URL",
+                    hint="tokens and secrets are sent to the endpoints only over HTTPS",
+                ) from None
 
     def scope(self) -> dict[str, Any]:
         return {
@@ -229,6 +250,9 @@ class M365Connector(Connector):
             timeout_seconds=limits_config.get("timeout_seconds", Limits.timeout_seconds),
             retries=limits_config.get("retries", Limits.retries),
             backoff_seconds=limits_config.get("backoff_seconds", Limits.backoff_seconds),
+            # At least 1 MiB each (the schema's minimum): 0 here means "not set".
+            max_answer_bytes=limits_config.get("max_answer_mb", 0) * MIB or Limits.max_answer_bytes,
+            max_run_bytes=limits_config.get("max_run_mb", 0) * MIB or Limits.max_run_bytes,
         )
         return auth, limits
 
@@ -243,7 +267,20 @@ class M365Connector(Connector):
         endpoints = endpoints_for(self.config.get("cloud", "global"), overrides)
         method, credential = build_credential(auth, endpoints, self.environ)
         tokens = TokenCache(credential, ctx.run_blocking, ctx.register_secret)
-        transport, graph_http, admin_http = make_clients(limits, endpoints.ca_bundle)
+        try:
+            # The tokens go to these and nowhere else: not to where a next-page link or a
+            # redirect points (checked under every request, whoever made it).
+            destinations = Destinations.of(
+                [
+                    endpoints.graph,
+                    endpoints.exchange,
+                    endpoints.compliance,
+                    endpoints.compliance_backend,
+                ]
+            )
+        except ValueError as exc:
+            raise CollectionError(f"[m365.endpoints]: {exc}") from None
+        transport, graph_http, admin_http = make_clients(limits, endpoints.ca_bundle, destinations)
         cloud = endpoints.cloud
         identity = _TenantIdentity(auth.tenant_id)
         exchange = AdminApi(
@@ -549,6 +586,13 @@ def _tenant_facts(fetched: dict[str, Fetched], tenant_id: str) -> dict[str, str]
 
 async def _as_list(reading: Awaitable[Fetched]) -> list[Fetched]:
     return [await reading]
+
+
+def _shown_origin(url: str) -> str:
+    """A URL's scheme and host, for an error: never the rest (a path or query may hold more
+    than it should)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" if parts.hostname else "(no host)"
 
 
 def _first_error(fetched: dict[str, Fetched]) -> str:

@@ -30,7 +30,9 @@ from typing import Any
 
 import httpx
 
+from auditor.jsonutil import loads_strict
 from connectors.m365.fetched import Fetched, compact_json
+from connectors.m365.http import PageLinks, RefusedRequest
 from connectors.m365.permissions import ADMIN_API_PERMISSION, READER_ROLE
 
 SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
@@ -119,7 +121,7 @@ class AdminApi:
         try:
             response = await self.http.get(url, headers=await self._headers())
             await response.aclose()
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, RefusedRequest) as exc:
             self.discovery = {"url": url, "error": f"{type(exc).__name__}: {exc}"}
             return
         location = response.headers.get("Location")
@@ -151,7 +153,8 @@ class AdminApi:
         (`$select`, as the module's REST cmdlets ask); all of them when empty."""
         recorded = f"{self.kind}/{cmdlet}"
         body = json.dumps({"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters or {}}})
-        url: str | None = self.endpoint(select)
+        pages = PageLinks()
+        url: str | None = pages(self.endpoint(select))
         items: list[Any] = []
         chunks: list[bytes] = []
         rediscovered = False
@@ -167,7 +170,8 @@ class AdminApi:
                         # The region moved: ask the front door again, then start over there.
                         rediscovered = True
                         await self.discover_region()
-                        url = self.endpoint(select)
+                        pages = PageLinks()  # starting over, somewhere else
+                        url = pages(self.endpoint(select))
                         continue
                     host = urllib.parse.urlsplit(urllib.parse.urljoin(url, target)).netloc
                     return self._failure(
@@ -178,7 +182,7 @@ class AdminApi:
                     )
                 if response.status_code != 200:
                     return self._failure(recorded, response.status_code, _error_text(response))
-                page = response.json()
+                page = loads_strict(response.content)  # NaN or Infinity: malformed
                 if not isinstance(page, dict) or not isinstance(page.get("value", []), list):
                     return Fetched(
                         recorded,
@@ -204,7 +208,7 @@ class AdminApi:
                         f"its next page is on another host ({_origin(next_link)}); the token "
                         "goes only to the host that was asked",
                     )
-                url = next_link
+                url = pages(next_link)
         except json.JSONDecodeError as exc:
             return Fetched(
                 recorded,
@@ -215,6 +219,11 @@ class AdminApi:
             )
         except httpx.HTTPError as exc:
             return self._failure(recorded, 0, f"{type(exc).__name__}: {exc}")
+        except RefusedRequest as exc:
+            # A spent budget, a loop, a bomb: this cmdlet's sections, not the run.
+            return Fetched(
+                recorded, 0, None, self._now(), f"{recorded} was not read in full: {exc}"
+            )
         return Fetched(recorded, 200, items, self._now(), body=b"[" + b",".join(chunks) + b"]")
 
 

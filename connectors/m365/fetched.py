@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from auditor.jsonutil import loads_strict
+
 
 def compact_json(data: Any) -> bytes:
     """`data` as the evidence keeps a parsed answer: compact JSON, UTF-8 as it came."""
@@ -58,12 +60,12 @@ def read_recorded_tenant(
     directory: Path, now: dt.datetime
 ) -> tuple[dict[str, Any], dict[str, Fetched]]:
     """tenant.json and every recorded path of a recorded-tenant directory."""
-    tenant = json.loads((directory / "tenant.json").read_text(encoding="utf-8"))
+    tenant = loads_strict((directory / "tenant.json").read_text(encoding="utf-8"))
     fetched: dict[str, Fetched] = {}
     for path in sorted(directory.rglob("*.json")):
         relative = path.relative_to(directory).as_posix()
         if relative == "tenant.json":
             continue
         key = relative.removesuffix(".json")
-        fetched[key] = Fetched(key, 200, json.loads(path.read_text(encoding="utf-8")), now)
+        fetched[key] = Fetched(key, 200, loads_strict(path.read_text(encoding="utf-8")), now)
     return tenant, fetched

@@ -28,8 +28,15 @@ from msgraph.graph_request_adapter import options as graph_options
 from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
+from auditor.jsonutil import loads_strict
 from connectors.m365.fetched import Fetched
-from connectors.m365.http import RETRY_STATUSES, on_request_sent, retry_after_seconds
+from connectors.m365.http import (
+    RETRY_STATUSES,
+    PageLinks,
+    RefusedRequest,
+    on_request_sent,
+    retry_after_seconds,
+)
 from connectors.m365.permissions import graph_permission
 
 BATCH_SIZE = 20
@@ -138,6 +145,9 @@ class GraphReader:
         return page
 
     def _failed(self, recorded: str, exc: BaseException) -> Fetched:
+        if isinstance(exc, RefusedRequest):
+            reason = f"{recorded.removeprefix('graph/')} was not read in full: {exc}"
+            return Fetched(recorded, 0, None, self._now(), reason)
         status, text = _error_text(exc)
         reason = f"{recorded.removeprefix('graph/')} answered {status or 'no response'}: {text}"
         if status == 403:
@@ -163,9 +173,10 @@ class GraphReader:
         pages = 0
         chunks: list[bytes] | None = []  # each page's items, as received
         pending: asyncio.Future[bytes] | None = None
+        follow = PageLinks()
         try:
             try:
-                pending = await self._ask_for(first)
+                pending = await self._ask_for(follow(first))
             finally:
                 if first_sent is not None:
                     first_sent.set()
@@ -174,8 +185,8 @@ class GraphReader:
                 # Graph sends the next link ahead of the items: put the request for the next
                 # page on the wire, then read this one while the answer travels.
                 early = _early_next_link(raw)
-                pending = await self._ask_for(early) if early else None
-                page = json.loads(raw)
+                pending = await self._ask_for(follow(early)) if early else None
+                page = loads_strict(raw)  # NaN or Infinity: malformed, as JSON has neither
                 pages += 1
                 if not isinstance(page, dict):
                     raise ValueError("the answer is not a JSON object")
@@ -189,7 +200,7 @@ class GraphReader:
                     chunks = None if chunk is None else [*chunks, chunk] if chunk else chunks
                 late = page.get("@odata.nextLink")
                 if pending is None and late:
-                    pending = asyncio.ensure_future(self._get_bytes(late))
+                    pending = asyncio.ensure_future(self._get_bytes(follow(late)))
         except json.JSONDecodeError as exc:
             return Fetched(
                 recorded,
@@ -248,9 +259,19 @@ class GraphReader:
         info.headers.try_add("Accept", "application/json")
         try:
             raw = await self.adapter.send_primitive_async(info, "bytes", _ERRORS)
-            answers = json.loads(raw or b"{}").get("responses", [])
+            answers = loads_strict(raw or b"{}").get("responses", [])
             if not isinstance(answers, list):
                 raise ValueError("the $batch answer has no list of responses")
+        except json.JSONDecodeError as exc:
+            for path in chunk:
+                out[path] = Fetched(
+                    _recorded_of(path),
+                    200,
+                    None,
+                    self._now(),
+                    f"{path} answered with malformed JSON inside $batch: {exc.msg}",
+                )
+            return {}
         except Exception as exc:
             for path in chunk:
                 out[path] = self._failed(_recorded_of(path), exc)
@@ -266,7 +287,7 @@ class GraphReader:
             body = answer.get("body")
             if isinstance(body, str):  # a non-JSON (or base64) body
                 try:
-                    body = json.loads(body)
+                    body = loads_strict(body)
                 except json.JSONDecodeError:
                     out[path] = Fetched(
                         recorded,

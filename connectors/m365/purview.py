@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from auditor.jsonutil import loads_strict
+
 
 class UnreadableShape(Exception):
     """An answer whose shape this code does not understand: the section it feeds is `error`,
@@ -106,12 +108,12 @@ _TRAILING_COMMA = re.compile(r'("(?:[^"\\]|\\.)*")|,(\s*[\]}])')
 
 def _json_leniently(text: str, where: str) -> Any:
     try:
-        return json.loads(text)
+        return loads_strict(text)
     except json.JSONDecodeError:
         pass
     relaxed = _TRAILING_COMMA.sub(lambda m: m.group(1) or m.group(2), text)
     try:
-        return json.loads(relaxed)
+        return loads_strict(relaxed)
     except json.JSONDecodeError as exc:
         raise UnreadableShape(f"{where} is not JSON: {exc.msg}") from None
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from auditor.jsonutil import loads_strict
 from connectors.pulumi.normalise import TYPES, DeclaredResource
 
 # How Pulumi marks a secret value in state and in the wire format (a signature, not a secret).
@@ -145,7 +146,7 @@ def from_export(document: Any, where: str, name: str | None, default_region: str
 
 def read_export(path: Path, name: str | None, default_region: str) -> StackState:
     try:
-        document = json.loads(path.read_bytes())
+        document = loads_strict(path.read_bytes())  # NaN and Infinity are not JSON
     except OSError as exc:
         raise StackError(f"{path}: cannot read the stack export: {exc.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

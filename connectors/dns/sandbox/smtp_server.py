@@ -1,9 +1,12 @@
 """SMTP servers on 127.0.0.x for the sandbox: one loopback address per MX host, all on one
-port, speaking just enough ESMTP for a STARTTLS probe."""
+port, speaking just enough ESMTP for a STARTTLS probe, or misbehaving on purpose (a silent
+server, endless or garbled replies) so the probe can be tried against what a hostile or broken
+server sends."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import threading
@@ -14,15 +17,46 @@ from cryptography import x509
 
 from connectors.pki import LocalCA
 
+# How a misbehaving server goes wrong:
+#   silent          accepts the connection and never says a word
+#   drip            a multi-line banner, one short line every DRIP_SECONDS, never ending
+#   endless-banner  a multi-line banner streamed as fast as the client reads, never ending
+#   endless-ehlo    a normal banner, then an EHLO reply streamed without end
+#   garbage         a banner of bytes that are no SMTP reply (no code, not ASCII)
+#   long-line       a banner that is one 100 KB line
+BEHAVIOURS = ("normal", "silent", "drip", "endless-banner", "endless-ehlo", "garbage", "long-line")
+# Endless replies stop after this much, so a client that never stops reading (a bug the tests
+# look for) ends with a wrong answer, not with the machine's memory.
+STREAM_CAP = 64 * 1024 * 1024
+DRIP_SECONDS = 0.2
+_FILLER = b"-" + b"x" * 72 + b"\r\n"
+
 
 @dataclass
 class MailHost:
-    """An SMTP server of the sandbox: its name, whether it offers STARTTLS, and its
-    certificate (`valid`, `expired`, `wrong-name`, or `expiring`: valid for 5 more days)."""
+    """An SMTP server of the sandbox: its name, whether it offers STARTTLS, its certificate
+    (`valid`, `expired`, `wrong-name`, or `expiring`: valid for 5 more days), and how it
+    behaves (`normal`, or one of the failures in BEHAVIOURS)."""
 
     name: str
     starttls: bool = True
     certificate: str = "valid"
+    behaviour: str = "normal"
+
+    def __post_init__(self) -> None:
+        if self.behaviour not in BEHAVIOURS:
+            raise ValueError(
+                f"mail host {self.name}: behaviour {self.behaviour!r} is not one of {BEHAVIOURS}"
+            )
+
+
+@dataclass
+class Conversation:
+    """What one connection to a misbehaving host came to: bytes the server got out, and
+    whether the client hung up before the server was done."""
+
+    sent: int = 0
+    hung_up: bool = False
 
 
 class SmtpSandbox:
@@ -38,6 +72,8 @@ class SmtpSandbox:
         # host name -> the certificate it presents (for publishing TLSA records that match).
         self.certificates: dict[str, x509.Certificate] = {}
         self._contexts = {address: self._context(h) for address, h in self.hosts.items()}
+        # address -> each connection's conversation, for tests that check the client stopped.
+        self.conversations: dict[str, list[Conversation]] = {}
 
     def _context(self, host: MailHost) -> ssl.SSLContext:
         days = {"expired": (-400, -30), "expiring": (-10, 5)}.get(host.certificate, (-1, 90))
@@ -50,6 +86,9 @@ class SmtpSandbox:
         self, address: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         host = self.hosts[address]
+        if host.behaviour != "normal":
+            await self._misbehave(address, host, reader, writer)
+            return
 
         async def send(text: str) -> None:
             writer.write(text.encode() + b"\r\n")
@@ -84,6 +123,45 @@ class SmtpSandbox:
         finally:
             writer.close()
 
+    async def _misbehave(
+        self,
+        address: str,
+        host: MailHost,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        talk = Conversation()
+        self.conversations.setdefault(address, []).append(talk)
+
+        async def send(data: bytes) -> None:
+            writer.write(data)
+            await writer.drain()
+            talk.sent += len(data)
+
+        try:
+            if host.behaviour == "drip":
+                while talk.sent < STREAM_CAP:
+                    await send(b"220" + _FILLER)
+                    await asyncio.sleep(DRIP_SECONDS)
+            elif host.behaviour == "endless-banner":
+                await _stream(send, b"220", talk)
+            elif host.behaviour == "endless-ehlo":
+                await send(f"220 {host.name} ESMTP commsaudit sandbox\r\n".encode())
+                await reader.readline()
+                await _stream(send, b"250", talk)
+            elif host.behaviour == "garbage":
+                await send(b"\xff\xfe\x00HELLO? \x1b[31m not smtp\r\n")
+            elif host.behaviour == "long-line":
+                await send(b"220 " + b"x" * 100_000 + b"\r\n")
+            # Then say nothing more (`silent` says nothing at all) until the client hangs up.
+            while await reader.read(4096):
+                pass
+            talk.hung_up = True
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            talk.hung_up = True
+        finally:
+            writer.close()
+
     def _handler(
         self, address: str
     ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
@@ -110,18 +188,35 @@ class SmtpSandbox:
         return self
 
     def stop(self) -> None:
-        def close() -> None:
+        async def close() -> None:
             for server in self._servers:
                 server.close()
-            self._loop.stop()
+            # A silent host's conversation waits for a client that may never hang up: end it
+            # here, or the loop is dropped with it pending (and says so on stderr).
+            talks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in talks:
+                task.cancel()
+            await asyncio.gather(*talks, return_exceptions=True)
 
-        self._loop.call_soon_threadsafe(close)
+        done = asyncio.run_coroutine_threadsafe(close(), self._loop)
+        with contextlib.suppress(Exception):
+            done.result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
 
     def __enter__(self) -> SmtpSandbox:
         return self.start()
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+async def _stream(
+    send: Callable[[bytes], Awaitable[None]], code: bytes, talk: Conversation
+) -> None:
+    """Continuation lines of a reply that never ends (up to STREAM_CAP, as a safety net)."""
+    chunk = (code + _FILLER) * 64
+    while talk.sent < STREAM_CAP:
+        await send(chunk)
 
 
 def _free_port() -> int:

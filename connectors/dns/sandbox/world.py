@@ -7,6 +7,10 @@ one (`fixtures/demo/<organisation>/email-world.json`); `commsaudit sandbox email
      "zone": {"example.org": [{"MX": [10, "mx.example.org"]}, ...], ...},   # see zone.py
      "web": {"mta-sts.example.org": {"body": "version: STSv1\\n...", "certificate": "valid"}},
      "mail": {"127.0.0.31": {"name": "mx.example.org", "starttls": true}}}
+
+A mail host may also misbehave on purpose ("behaviour": "silent", "drip", "endless-banner",
+"endless-ehlo", "garbage" or "long-line"; see smtp_server.py), and the zone may hold CNAME loops:
+both are served as given, since what a resolver or a probe does with them is what is tested.
 """
 
 from __future__ import annotations

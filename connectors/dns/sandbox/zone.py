@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 Record = tuple[str, str, Any]  # (owner name, type, value)
 
 SIGNING_MODES = ("valid", "expired", "wrong-ds", "no-ds", "unsigned")
+# CNAMEs followed in one answer, as BIND and dnspython bound a chain.
+MAX_CNAME_CHAIN = 16
 _IN = dns.rdataclass.IN
 
 
@@ -131,8 +133,16 @@ class Zone:
         ]
 
     def answer(self, name: str, qtype: str) -> tuple[str, list[Record]]:
-        """(rcode, records) for a question, following CNAMEs within the zone."""
+        """(rcode, records) for a question, following CNAMEs within the zone.
+
+        A CNAME loop is served as an authoritative server serves one: the links up to the name
+        seen again (or MAX_CNAME_CHAIN of them), NOERROR. Loops are real-world data a resolver
+        must cope with, so the sandbox keeps them rather than refusing the zone."""
+        return self._answer(name, qtype, ())
+
+    def _answer(self, name: str, qtype: str, seen: tuple[str, ...]) -> tuple[str, list[Record]]:
         key = _key(name)
+        seen = (*seen, key)
         if self._broken(key):
             return "SERVFAIL", []
         if qtype in ("DNSKEY", "DS"):
@@ -147,7 +157,10 @@ class Zone:
             return "TIMEOUT", []
         cname = [(t, v) for t, v in entries if t == "CNAME"]
         if cname and qtype != "CNAME":
-            rcode, rest = self.answer(str(cname[0][1]), qtype)
+            target = str(cname[0][1])
+            if _key(target) in seen or len(seen) >= MAX_CNAME_CHAIN:
+                return "NOERROR", [(key, "CNAME", cname[0][1])]
+            rcode, rest = self._answer(target, qtype, seen)
             return ("NOERROR" if rcode == "NXDOMAIN" else rcode), [
                 (key, "CNAME", cname[0][1]),
                 *rest,

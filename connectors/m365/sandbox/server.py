@@ -21,11 +21,13 @@ import json
 import secrets
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import time
 import urllib.parse
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -89,6 +91,17 @@ class Faults:
     malformed: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
     forbid: tuple[str, ...] = ()
+    # Hostile answers, for the tests of what a client must refuse. The next-page links of
+    # `foreign_next` paths point at `next_origin` (another listener, or http://) instead.
+    foreign_next: tuple[str, ...] = ()
+    next_origin: str = ""
+    # Graph GETs of these paths are redirected (302) to `next_origin`.
+    redirect: tuple[str, ...] = ()
+    # The next-page link of these paths points back at the page just read, for ever.
+    loop: tuple[str, ...] = ()
+    # These paths are answered with a gzip bomb: `bomb_bytes` of JSON whitespace, compressed.
+    bomb: tuple[str, ...] = ()
+    bomb_bytes: int = 64 * 1024 * 1024
 
     @staticmethod
     def matches(globs: tuple[str, ...], path: str) -> bool:
@@ -187,8 +200,19 @@ class _Server(ThreadingHTTPServer):
         # Headers and body go out in separate writes; without this, Nagle's algorithm and the
         # client's delayed ACK stall every answer by tens of milliseconds.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # The handshake happens in the request thread (do_handshake_on_connect), not here.
-        return self.context.wrap_socket(sock, server_side=True), address
+        # The handshake must happen in the request thread (on its first read), not here: a
+        # client that connects and never says hello would otherwise hold the accepting
+        # thread, and with it every later connection and the sandbox's own shutdown.
+        wrapped = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return wrapped, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up, or failed its handshake (now met in the request thread):
+        # nothing to answer and nothing to print, as when the handshake failed in accept.
+        if isinstance(sys.exc_info()[1], OSError):
+            self.sandbox.trace(f"{self.role}: connection from {client_address} ended early")
+            return
+        super().handle_error(request, client_address)
 
     @property
     def origin(self) -> str:
@@ -242,7 +266,11 @@ class _Handler(BaseHTTPRequestHandler):
             else (json.dumps(answer.body).encode() if answer.body is not None else b"")
         )
         headers = {"Content-Type": "application/json; charset=utf-8", **answer.headers}
-        if len(payload) > _COMPRESS_FROM and "gzip" in self.headers.get("Accept-Encoding", ""):
+        if (
+            len(payload) > _COMPRESS_FROM
+            and "gzip" in self.headers.get("Accept-Encoding", "")
+            and "Content-Encoding" not in headers  # an answer encoded already (a bomb)
+        ):
             # As Graph and the admin API do: a large page travels compressed.
             payload = gzip.compress(payload, compresslevel=1, mtime=0)
             headers["Content-Encoding"] = "gzip"
@@ -267,6 +295,10 @@ def _error(status: int, code: str, message: str) -> _Answer:
 def _query(path: str) -> tuple[str, dict[str, str]]:
     parts = urllib.parse.urlsplit(path)
     return parts.path, dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+
+
+class ListenError(OSError):
+    """A port the sandbox could not listen on (taken, or not ours to take)."""
 
 
 class Sandbox:
@@ -303,6 +335,7 @@ class Sandbox:
         self.verbose = verbose
         self._count = 0
         self._batch_items = 0
+        self._bomb: bytes | None = None
         self._lock = threading.Lock()
         self._servers: dict[str, _Server] = {}
         self._threads: list[threading.Thread] = []
@@ -315,7 +348,11 @@ class Sandbox:
         context.load_cert_chain(self.files["server"])
         for offset, role in enumerate(ROLES):
             port = self.first_port + offset if self.first_port else 0
-            server = _Server(self, role, port, context)
+            try:
+                server = _Server(self, role, port, context)
+            except OSError as exc:
+                self.stop()  # the servers already listening, and the key files, go too
+                raise ListenError(f"127.0.0.1:{port}: {exc.strerror or exc}") from exc
             self._servers[role] = server
             thread = threading.Thread(
                 target=server.serve_forever, args=(0.05,), name=f"sandbox-{role}", daemon=True
@@ -377,8 +414,6 @@ class Sandbox:
     # -- bookkeeping ----------------------------------------------------------------------
     def trace(self, message: str) -> None:
         if self.verbose:
-            import sys
-
             print(f"sandbox {message}", file=sys.stderr, flush=True)
 
     def record(self, entry: Logged) -> None:
@@ -650,7 +685,28 @@ class Sandbox:
             return _error(503, "ServiceUnavailable", "The service is temporarily unavailable.")
         if Faults.matches(self.faults.malformed, recorded):
             return _Answer(200, raw=b'{"value": [{"id": "truncated')
+        if Faults.matches(self.faults.bomb, recorded):
+            return _Answer(200, raw=self._gzip_bomb(), headers={"Content-Encoding": "gzip"})
         return None
+
+    def _gzip_bomb(self) -> bytes:
+        """`{"value":[` and `bomb_bytes` of spaces and `]}`, gzipped: a valid, empty page
+        once expanded (about a thousand times its size), made once, a megabyte at a time."""
+        with self._lock:
+            if self._bomb is None:
+                packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip format
+                parts = [packer.compress(b'{"value":[')]
+                block = b" " * (1 << 20)
+                for _ in range(self.faults.bomb_bytes // len(block)):
+                    parts.append(packer.compress(block))
+                parts.append(packer.compress(b"]}") + packer.flush())
+                self._bomb = b"".join(parts)
+            return self._bomb
+
+    def _next_origin(self, server: _Server, recorded: str) -> str:
+        if Faults.matches(self.faults.foreign_next, recorded) and self.faults.next_origin:
+            return self.faults.next_origin.rstrip("/")
+        return server.origin
 
     def _graph_get(
         self, server: _Server, recorded: str, path: str, query: dict[str, str]
@@ -658,6 +714,9 @@ class Sandbox:
         fault = self._fault(recorded)
         if fault:
             return fault
+        if Faults.matches(self.faults.redirect, recorded) and self.faults.next_origin:
+            location = f"{self.faults.next_origin.rstrip('/')}{path}"
+            return _Answer(302, {"error": "moved"}, headers={"Location": location})
         data = self.tenant.body(recorded)
         if data is None:
             code, message = _LICENSED.get(
@@ -677,8 +736,11 @@ class Sandbox:
         # Graph puts the next link before the items, so a client can ask for the next page
         # before it has read this one.
         page = {k: v for k, v in data.items() if k not in ("value", "@odata.nextLink")}
-        if start + size < len(data["value"]):
-            page["@odata.nextLink"] = _next_link(server, path, query, start + size)
+        origin = self._next_origin(server, recorded)
+        if Faults.matches(self.faults.loop, recorded):
+            page["@odata.nextLink"] = _next_link(origin, path, query, start)
+        elif start + size < len(data["value"]):
+            page["@odata.nextLink"] = _next_link(origin, path, query, start + size)
         items = self.tenant.items(recorded)[start : start + size]
         raw = _envelope(page, items)
         page["value"] = data["value"][start : start + size]
@@ -832,18 +894,20 @@ class Sandbox:
         else:
             items = self.tenant.items(recorded)[start : start + size]
         raw = _envelope(envelope, items)
-        if start + size < len(data):
+        origin = self._next_origin(server, recorded)
+        following = start if Faults.matches(self.faults.loop, recorded) else start + size
+        if following < len(data):
             # The admin API puts the next link after the items; it keeps the query.
-            link = json.dumps(_next_link(server, path, query, start + size))
+            link = json.dumps(_next_link(origin, path, query, following))
             raw = raw[:-1] + b',"@odata.nextLink":' + link.encode() + b"}"
         return _Answer(200, None, raw=raw), recorded
 
 
-def _next_link(server: _Server, path: str, query: dict[str, str], skip: int) -> str:
+def _next_link(origin: str, path: str, query: dict[str, str], skip: int) -> str:
     """The link to the page after this one: the same query, moved on to `skip`."""
     params = {k: v for k, v in query.items() if k != "$skiptoken"}
     params["$skiptoken"] = str(skip)
-    return f"{server.origin}{path}?{urllib.parse.urlencode(params, safe='$,')}"
+    return f"{origin}{path}?{urllib.parse.urlencode(params, safe='$,')}"
 
 
 # Cmdlets whose distribution state (and, for retention, locations) only -DistributionDetail
