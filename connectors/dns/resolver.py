@@ -155,9 +155,18 @@ class Resolver:
         return answer
 
     async def addresses(self, host: str) -> list[str]:
-        """The host's IPv4 and IPv6 addresses (both asked at once)."""
-        v4, v6 = await asyncio.gather(self.query(host, "A"), self.query(host, "AAAA"))
-        return [*v4.records, *v6.records]
+        """The host's IPv4 and IPv6 addresses (both asked at once). Both questions are seen to
+        their end before a failure of either is raised: one left running would end after the
+        run has (a CNAME loop fails each at its own pace), with nobody to hear how."""
+        answers = await asyncio.gather(
+            self.query(host, "A"), self.query(host, "AAAA"), return_exceptions=True
+        )
+        records: list[str] = []
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+            records.extend(answer.records)
+        return records
 
     async def _ask(self, name: str, rdtype: str) -> Answer:
         async with self._slots:
