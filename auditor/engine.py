@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from auditor.failures import Failure
 from auditor.jsonutil import (
     JSON,
     dumps_canonical,
@@ -25,7 +26,6 @@ from auditor.validation import (
     CompiledSchema,
     EvaluationError,
     EvaluationTimeout,
-    Failure,
     ReferenceSchema,
     compile_schema,
     resolve_backend,

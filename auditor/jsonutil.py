@@ -196,3 +196,24 @@ def summarise(value: JSON, limit: int = 2000) -> JSON:
         "$prefix": text[:200],
         "$sha256": digest,
     }
+
+
+def json_excerpt(value: JSON, limit: int = 80) -> str:
+    """`value` as JSON text for a message, cut to `limit` characters (`…` says it was)."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def type_name(value: JSON) -> str:
+    """The JSON type of `value` in words, as a message says it: "a string", "null"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from auditor.failures import Failure
 from auditor.policy import load_policies
 from auditor.resources import demo_dir, policies_dir
-from auditor.validation import HAVE_RS, Failure, ReferenceSchema, RustSchema
+from auditor.validation import HAVE_RS, ReferenceSchema, RustSchema
 
 pytestmark = pytest.mark.skipif(not HAVE_RS, reason="jsonschema-rs is not installed")
 
