@@ -17,6 +17,7 @@ import jsonschema
 from auditor.errors import ConfigError, quote
 from auditor.validation import DEFAULT_TIMEOUT_SECONDS
 from auditor.waivers import DEFAULT_WAIVER_MAX_DAYS, Waiver
+from connectors.aws.endpoints import endpoint_problem
 from connectors.registry import CONNECTORS, PLANNED
 
 DEFAULT_PROFILE = "hipaa"
@@ -331,6 +332,11 @@ def parse_config(
             )
 
     evidence_data = data.get("evidence", {})
+    for number, entry in enumerate(evidence_data.get("publish", []), 1):
+        # The copy is signed with AWS keys: checked now, not after a whole run has been collected.
+        problem = endpoint_problem(entry["endpoint_url"]) if "endpoint_url" in entry else None
+        if problem is not None:
+            raise ConfigError(f"[evidence] publish #{number}: {problem}", where=where)
     evidence = EvidenceConfig(
         out=_resolve(base_dir, evidence_data.get("out", "commsaudit-out")),
         signing_key_file=(

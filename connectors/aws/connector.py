@@ -16,7 +16,8 @@ from connectors.aws import account as account_settings
 from connectors.aws import regional, ses
 from connectors.aws.account import Scope
 from connectors.aws.calls import AwsReader
-from connectors.aws.session import AwsSession, endpoint_problem
+from connectors.aws.endpoints import endpoint_problem
+from connectors.aws.session import AwsSession
 from connectors.base import (
     CollectContext,
     CollectionError,

@@ -12,7 +12,6 @@ comes from the config or from botocore's own settings (`AWS_ENDPOINT_URL`, a pro
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -22,33 +21,10 @@ import boto3
 import botocore.config
 import botocore.session
 
+from connectors.aws.endpoints import endpoint_problem
 from connectors.base import CollectionError
 
 USER_AGENT = "commsaudit"
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def endpoint_problem(url: str) -> str | None:
-    """Why signed calls must not go to `url`, or None. Names the scheme and host only."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    shown = f"{parts.scheme}://{host}" if host else "(no host)"
-    if parts.scheme == "https" and host:
-        return None
-    if parts.scheme == "http" and _is_loopback(host):
-        return None
-    return (
-        f"the AWS endpoint {shown} is not HTTPS: signed calls (and the session token) go only "
-        "over HTTPS, or over plain HTTP to a loopback address such as 127.0.0.1"
-    )
 
 
 def _checked(client: Any) -> Any:

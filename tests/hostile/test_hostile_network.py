@@ -439,3 +439,16 @@ def test_answers_that_add_up_beyond_the_run_cap_are_refused() -> None:
     outcomes = asyncio.run(read())
     assert [o.startswith("ok") for o in outcomes] == [True, True, True, False, False], outcomes
     assert "max_run_mb" in outcomes[3] and "3 MiB" in outcomes[3]
+
+
+def test_a_publish_endpoint_that_is_not_https_stops_the_run_before_collecting(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "commsaudit.toml").write_text(
+        '[attestations]\nfile = "missing.yaml"\n[evidence]\npublish = '
+        '[{s3 = "s3://evidence/", endpoint_url = "http://evidence.example.net:9000/x?sig=abc"}]\n'
+    )
+    proc = run_cli("audit", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "[evidence] publish #1" in proc.stderr and "not HTTPS" in proc.stderr
+    assert "sig=abc" not in proc.stderr and "internal error" not in proc.stderr
