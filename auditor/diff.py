@@ -18,7 +18,7 @@ from auditor.errors import InputError
 from auditor.evidence import layout
 from auditor.evidence.verify import verify_bundle
 from auditor.jsonutil import JSON
-from auditor.reports.common import md_cell
+from auditor.reports.common import md_cell, md_code
 from auditor.results import Results
 
 FORMAT = "commsaudit/diff/v1"
@@ -347,7 +347,7 @@ def _one_sided(groups: dict[str, list[dict[str, Any]]]) -> dict[str, tuple[int, 
 def render_markdown(diff: Diff) -> list[str]:
     out = ["## Changes since the baseline", ""]
     out.append(
-        f"Baseline: run `{diff.old.run_id}` ({diff.old.started_at}). "
+        f"Baseline: run {md_code(diff.old.run_id)} ({md_cell(diff.old.started_at)}). "
         f"{len(diff.new_failures)} new failure(s), {len(diff.status_changes)} status change(s), "
         f"{len(diff.setting_changes) + diff.settings_truncated} setting change(s), "
         f"{len(diff.subjects_added)} new and {len(diff.subjects_removed)} vanished subject(s)."
@@ -368,8 +368,9 @@ def render_markdown(diff: Diff) -> list[str]:
         out.append("|---|---|---|---|---|")
         for label, change in listed:
             out.append(
-                f"| {label} | `{change['control']}` | {md_cell(change['subject'])} | "
-                f"{change['old']} | {change['new']} |"
+                f"| {label} | {md_code(str(change['control']), in_table=True)} | "
+                f"{md_cell(change['subject'])} | {md_cell(str(change['old']))} | "
+                f"{md_cell(str(change['new']))} |"
             )
         out.append("")
     for platform, (only_old, only_new) in sorted(_one_sided(groups).items()):
