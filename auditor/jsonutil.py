@@ -60,13 +60,18 @@ def loads_strict(data: str | bytes, *, max_depth: int | None = None) -> JSON:
     the evidence cannot hold them). With `max_depth`, deeper nesting is refused before parsing.
     Both raise json.JSONDecodeError with the position, like any other malformed JSON, so every
     caller's handling of a malformed answer applies. Costs nothing on well-formed JSON."""
-    if max_depth is not None:
-        text = _text(data)
-        deep = too_deep_at(text, max_depth)
-        if deep is not None:
-            raise json.JSONDecodeError(f"nested more than {max_depth} levels deep", text, deep)
     try:
-        return json.loads(data, parse_constant=_refuse_constant)
+        value = json.loads(data, parse_constant=_refuse_constant)
+        if max_depth is not None and _depth_exceeds(value, max_depth):
+            raise RecursionError
+        return value
+    except RecursionError:
+        # Found from the parsed value (cheap); the text is scanned only to say where.
+        text = _text(data)
+        deep = too_deep_at(text, max_depth or MAX_DEPTH)
+        raise json.JSONDecodeError(
+            f"nested more than {max_depth or MAX_DEPTH} levels deep", text, deep or 0
+        ) from None
     except _NotFinite as exc:
         # Everything before the token parsed as JSON, so the first bare token outside a string
         # is the one the parser met.
@@ -88,6 +93,22 @@ def loads_strict(data: str | bytes, *, max_depth: int | None = None) -> JSON:
         raise json.JSONDecodeError(
             f"a number of more than {limit} digits", text, long.start()
         ) from None
+
+
+def _depth_exceeds(value: JSON, limit: int) -> bool:
+    """Whether `value` nests more than `limit` arrays and objects, without recursing."""
+    level: list[Any] = [value]
+    for _depth in range(limit):
+        level = [
+            child
+            for node in level
+            if isinstance(node, (dict, list))
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return False
+    return True
 
 
 def _text(data: str | bytes) -> str:
