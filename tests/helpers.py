@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +80,40 @@ def data_span(bundle: Path, name: str) -> tuple[int, int]:
 
 def flip(data: bytes, offset: int) -> bytes:
     return data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1 :]
+
+
+@dataclass
+class ServedWorld:
+    """A `commsaudit sandbox email` child: the config it printed, and once it has stopped, its
+    exit code and what it wrote to stderr."""
+
+    config: str
+    returncode: int | None = None
+    stderr: str = ""
+
+
+@contextlib.contextmanager
+def email_sandbox(world: Path, cwd: Path, last_key: str) -> Iterator[ServedWorld]:
+    """Serve `world` as a user would (`commsaudit sandbox email WORLD`), reading the config it
+    prints up to the line that starts with `last_key`; stopped (SIGTERM) on the way out."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditor", "sandbox", "email", str(world)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+    served = ServedWorld(config="")
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        while not (lines and lines[-1].startswith(last_key)):
+            line = process.stdout.readline()
+            assert line, process.stderr.read() if process.stderr else "sandbox exited"
+            lines.append(line)
+        served.config = "".join(lines)
+        yield served
+    finally:
+        process.terminate()
+        _out, served.stderr = process.communicate(timeout=30)
+        served.returncode = process.returncode

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ import pytest
 from connectors.dns.sandbox import DnsSandbox, HttpsSandbox, MailHost, SmtpSandbox, WebHost, Zone
 from connectors.pki import LocalCA
 
-from helpers import run_cli
+from helpers import email_sandbox, run_cli
 
 POLICY = "version: STSv1\nmode: {mode}\nmx: {mx}\nmax_age: 604800\n"
 
@@ -276,22 +274,9 @@ def test_sandbox_email_serves_a_world_that_an_audit_reads(tmp_path: Path) -> Non
     from auditor.resources import demo_dir
 
     world = demo_dir() / "contoso-health" / "email-world.json"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "auditor", "sandbox", "email", str(world)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
-    try:
-        assert process.stdout is not None
-        lines: list[str] = []
-        while not (lines and lines[-1].startswith("trust_anchors")):
-            line = process.stdout.readline()
-            assert line, process.stderr.read() if process.stderr else "sandbox exited"
-            lines.append(line)
+    with email_sandbox(world, tmp_path, "trust_anchors") as served:
         assert (tmp_path / "sandbox-ca.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
-        (tmp_path / "commsaudit.toml").write_text("".join(lines) + '[evidence]\nout = "out"\n')
+        (tmp_path / "commsaudit.toml").write_text(served.config + '[evidence]\nout = "out"\n')
         proc = run_cli(
             "audit",
             "--config",
@@ -304,10 +289,7 @@ def test_sandbox_email_serves_a_world_that_an_audit_reads(tmp_path: Path) -> Non
             "json",
             cwd=tmp_path,
         )
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    assert process.returncode == 0
+    assert served.returncode == 0
     results = {
         (r["control"], r["subject"]): r["status"] for r in json.loads(proc.stdout)["results"]
     }

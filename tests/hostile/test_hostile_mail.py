@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from connectors.dns.sandbox import DnsSandbox, MailHost, SmtpSandbox, Zone
 from connectors.dns.sandbox.smtp_server import STREAM_CAP
 from connectors.pki import LocalCA
 
-from helpers import run_cli
+from helpers import email_sandbox, run_cli
 
 # Far beyond what any probe here needs: only there so a regression fails instead of hanging.
 HANG_GUARD = 60.0
@@ -231,21 +229,8 @@ def test_sandbox_email_serves_a_cname_loop_and_the_audit_reports_it(tmp_path: Pa
             }
         )
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "auditor", "sandbox", "email", str(world)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
-    try:
-        assert process.stdout is not None
-        lines: list[str] = []
-        while not (lines and lines[-1].startswith("timeout_seconds")):
-            line = process.stdout.readline()
-            assert line, process.stderr.read() if process.stderr else "sandbox exited"
-            lines.append(line)
-        config = "".join(lines) + 'retries = 0\n[evidence]\nout = "out"\n'
+    with email_sandbox(world, tmp_path, "timeout_seconds") as served:
+        config = served.config + 'retries = 0\n[evidence]\nout = "out"\n'
         (tmp_path / "commsaudit.toml").write_text(config)
         proc = run_cli(
             "audit",
@@ -258,10 +243,7 @@ def test_sandbox_email_serves_a_cname_loop_and_the_audit_reports_it(tmp_path: Pa
             cwd=tmp_path,
             timeout=HANG_GUARD * 2,
         )
-    finally:
-        process.terminate()
-        _out, server_errors = process.communicate(timeout=30)
-    assert "Traceback" not in server_errors, server_errors
+    assert "Traceback" not in served.stderr, served.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     results = {r["control"]: r for r in json.loads(proc.stdout)["results"]}
     for control in ("dns.mx.starttls", "dns.dmarc.enforced"):
