@@ -57,6 +57,8 @@ class AuditOptions:
     # time.perf_counter() when the run began (the command's start, for the timings' startup
     # phase); None: when run_audit is called.
     clock_started: float | None = None
+    # Code scanning's category for results.sarif; None: from the profile and the audited scope.
+    sarif_category: str | None = None
 
 
 @dataclass
@@ -429,6 +431,7 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
         ran_by=who,
         bundle_name=name,
         diff=changes,
+        sarif_category=options.sarif_category,
     )
 
     # Built from what the collection scrubbed: the raw answers and the snapshot were kept as

@@ -151,6 +151,12 @@ def _parser() -> argparse.ArgumentParser:
         "a key change",
     )
     audit.add_argument(
+        "--sarif-category",
+        metavar="NAME",
+        help="code-scanning category of results.sarif (default: commsaudit/PROFILE/AUDITED "
+        "SCOPE, so each tenant of a matrix keeps its own alerts)",
+    )
+    audit.add_argument(
         "--fail-on",
         choices=["any", "new", *SEVERITIES[:-1]],
         default="any",
@@ -404,6 +410,7 @@ def _audit_options(args: argparse.Namespace) -> AuditOptions:
         controls=args.controls,
         skip_controls=args.skip_controls,
         clock_started=STARTED,
+        sarif_category=getattr(args, "sarif_category", None),
     )
 
 

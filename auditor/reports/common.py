@@ -42,6 +42,8 @@ class ReportInput:
     bundle_name: str | None = None
     # What changed since a baseline run (audit --baseline), when there is one.
     diff: Diff | None = None
+    # results.sarif's code-scanning category, when the user named one.
+    sarif_category: str | None = None
 
     def policy(self, result: Result) -> Policy | None:
         return self.policies.policies.get(result.control)

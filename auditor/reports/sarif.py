@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from auditor import __version__
@@ -19,6 +20,35 @@ _LINK_SYNTAX = re.compile(r"[\\\[\]]")
 
 def plain_message(text: str) -> str:
     return _LINK_SYNTAX.sub(r"\\\g<0>", text)
+
+
+# What a category may hold: GitHub compares it as text, and it ends at the id's last `/`.
+_UNSAFE_IN_CATEGORY = re.compile(r"[^A-Za-z0-9._@+:=-]+")
+# Scope kinds, most specific first: a tenant or account names a run better than its regions.
+_SCOPE_ORDER = ("tenants", "accounts", "organisations", "stacks", "domains")
+_MAX_SCOPE = 100
+
+
+def category(report: ReportInput) -> str:
+    """Code scanning's category for this run. GitHub's upload takes it from
+    `automationDetails.id` (all before the last `/`) and closes the alerts of an earlier upload
+    in the same category that this one lacks: so it names what was audited, and two tenants of
+    one matrix never share one. A category the user gave is used as it is."""
+    if report.sarif_category:
+        parts = [_UNSAFE_IN_CATEGORY.sub("-", p) for p in report.sarif_category.split("/")]
+        return "/".join(p for p in parts if p) or "commsaudit"
+    names: list[str] = []
+    for kind in _SCOPE_ORDER:
+        value = report.scope.get(kind)
+        if isinstance(value, list) and value:
+            names = sorted(str(v) for v in value)
+            break
+    scope = _UNSAFE_IN_CATEGORY.sub("-", "+".join(names)).strip("-") or "unscoped"
+    if len(scope) > _MAX_SCOPE:
+        digest = hashlib.sha256(scope.encode()).hexdigest()[:12]
+        scope = f"{scope[: _MAX_SCOPE - 13]}-{digest}"
+    profile = _UNSAFE_IN_CATEGORY.sub("-", report.results.run.profile)
+    return f"commsaudit/{profile}/{scope}"
 
 
 def render(report: ReportInput) -> dict[str, JSON]:
@@ -101,7 +131,7 @@ def render(report: ReportInput) -> dict[str, JSON]:
                         "rules": rules,
                     }
                 },
-                "automationDetails": {"id": f"commsaudit/{run.profile}/{run.id}"},
+                "automationDetails": {"id": f"{category(report)}/{run.id}"},
                 "invocations": [
                     {
                         "executionSuccessful": True,
