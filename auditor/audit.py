@@ -432,6 +432,7 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
         bundle_name=name,
         diff=changes,
         sarif_category=options.sarif_category,
+        durations=evaluation.durations,
     )
 
     # Built from what the collection scrubbed: the raw answers and the snapshot were kept as
@@ -558,4 +559,10 @@ def evaluate_snapshot(
         warnings=[*override_warnings(policies), *evaluation.warnings],
     )
     results = Results(run=run, results=evaluation.results)
-    return results, ReportInput(results=results, policies=policies, scope=scope_of(snapshot))
+    report = ReportInput(
+        results=results,
+        policies=policies,
+        scope=scope_of(snapshot),
+        durations=evaluation.durations,
+    )
+    return results, report

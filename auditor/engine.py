@@ -4,6 +4,7 @@ to collect is `error` with the connector's reason, never `pass`."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -70,6 +71,8 @@ class Verdict:
 class Evaluation:
     results: list[Result]
     warnings: list[str]
+    # Seconds spent judging each (control, subject): a control's time shared among its subjects.
+    durations: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 class SchemaCache:
@@ -222,11 +225,16 @@ class Engine:
 
     def evaluate(self, policies: PolicySet, snapshot: Snapshot) -> Evaluation:
         results: list[Result] = []
+        durations: dict[tuple[str, str], float] = {}
         for policy in policies:
-            results.extend(self.evaluate_policy(policy, snapshot))
+            started = time.perf_counter()
+            judged = self.evaluate_policy(policy, snapshot)
+            share = (time.perf_counter() - started) / max(len(judged), 1)
+            durations.update(((r.control, r.subject), share) for r in judged)
+            results.extend(judged)
         warnings = self._apply_waivers(results)
         results.sort(key=lambda r: (r.control, r.subject))
-        return Evaluation(results, warnings)
+        return Evaluation(results, warnings, durations)
 
     def evaluate_policy(self, policy: Policy, snapshot: Snapshot) -> list[Result]:
         title = PLATFORM_TITLES.get(policy.platform, policy.platform)

@@ -29,6 +29,19 @@ def test_junit_has_one_testcase_per_control_and_subject(demo_run: DemoRun) -> No
     assert waived.find("skipped") is not None
 
 
+def test_every_junit_element_carries_its_time_in_seconds(demo_run: DemoRun) -> None:
+    # Test reporters read `time` on each testcase and suite, and show "NaN ms" without it.
+    root = ET.fromstring(members(demo_run.bundle)["junit.xml"])
+    (suite,) = root.iter("testsuite")
+    cases = list(root.iter("testcase"))
+    times = [float(case.attrib["time"]) for case in cases]
+    assert all(0 <= t < 60 for t in times)
+    assert sum(times) > 0  # judged by this run, so measured
+    run_seconds = float(suite.attrib["time"])
+    assert float(root.attrib["time"]) == run_seconds
+    assert sum(times) <= run_seconds + 1  # the run's times are whole seconds
+
+
 def test_sarif_has_one_rule_per_control_and_results_for_what_needs_attention(
     demo_run: DemoRun,
 ) -> None:

@@ -44,6 +44,9 @@ class ReportInput:
     diff: Diff | None = None
     # results.sarif's code-scanning category, when the user named one.
     sarif_category: str | None = None
+    # Seconds spent judging each (control, subject), when this run judged them (not when a
+    # report is rendered again from a bundle).
+    durations: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def policy(self, result: Result) -> Policy | None:
         return self.policies.policies.get(result.control)

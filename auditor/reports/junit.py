@@ -6,6 +6,7 @@ import re
 import xml.etree.ElementTree as ET
 
 from auditor.reports.common import ReportInput, counts
+from auditor.timeutil import parse_isoz
 
 # What XML 1.0 cannot hold at all (C0 controls but tab and line breaks, lone surrogates, U+FFFE
 # and U+FFFF) and the C1 controls it discourages: ElementTree writes them as they are, and the
@@ -22,11 +23,23 @@ def _xml_safe(root: ET.Element) -> None:
             element.text = _NOT_XML.sub("\ufffd", element.text)
 
 
+def _run_seconds(report: ReportInput) -> float:
+    """The run's wall time, from its recorded start and finish (0 when they do not parse)."""
+    run = report.results.run
+    try:
+        return max(0.0, (parse_isoz(run.finished_at) - parse_isoz(run.started_at)).total_seconds())
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def render(report: ReportInput) -> str:
+    """Every element carries `time` (seconds): test reporters show "NaN ms" without it. A
+    testcase's is the time spent judging that control for that subject; the suite's, the run's."""
     results = report.results.results
     tally = counts(results)
     skipped = tally["not_applicable"] + tally["waived"]
-    suites = ET.Element("testsuites", name="commsaudit")
+    total = f"{_run_seconds(report):.3f}"
+    suites = ET.Element("testsuites", name="commsaudit", time=total)
     suite = ET.SubElement(
         suites,
         "testsuite",
@@ -36,6 +49,7 @@ def render(report: ReportInput) -> str:
         errors=str(tally["error"]),
         skipped=str(skipped),
         timestamp=report.results.run.started_at,
+        time=total,
     )
     for result in results:
         case = ET.SubElement(
@@ -43,6 +57,7 @@ def render(report: ReportInput) -> str:
             "testcase",
             classname=result.control,
             name=f"{result.control} [{result.subject}]",
+            time=f"{report.durations.get((result.control, result.subject), 0.0):.3f}",
         )
         details = "\n".join(
             [result.reason]
