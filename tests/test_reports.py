@@ -138,3 +138,50 @@ def test_oscal_validates_with_compliance_trestle(demo_run: DemoRun, tmp_path: Pa
     assert "VALID: Model" in output and "demo/assessment-results.json" in output
     # The links validator only warns; a warning here means a dangling or unused reference.
     assert "WARNING" not in output, output
+
+
+def _demo_report(demo_run: DemoRun) -> Any:
+    from auditor.policy import load_policies
+    from auditor.reports.common import ReportInput
+    from auditor.resources import policies_dir
+    from auditor.results import Results
+
+    results = Results.from_json(member_json(demo_run.bundle, "results.json"))
+    scope = member_json(demo_run.bundle, "manifest.json")["scope"]
+    return ReportInput(results=results, policies=load_policies([policies_dir()]), scope=scope)
+
+
+def test_the_job_summary_puts_failures_first_and_folds_the_rest(demo_run: DemoRun) -> None:
+    report = members(demo_run.bundle)["report.md"].decode()
+    places = [
+        report.index("## Failures"),
+        report.index("## Waived failures"),
+        report.index("<summary>Responsibility matrix"),
+        report.index("<summary>All results"),
+    ]
+    assert places == sorted(places)
+    fails = [line for line in report.splitlines() if line.startswith("### Fail: ")]
+    severities = [line.split("· severity ")[1].split(" ")[0] for line in report.splitlines()
+                  if line.startswith("**") and "· severity " in line][: len(fails)]  # fmt: skip
+    order = ["critical", "high", "medium", "low", "info"]
+    assert severities == sorted(severities, key=order.index)  # most severe first
+
+
+def test_a_report_too_large_for_a_job_summary_drops_the_least_important_first(
+    demo_run: DemoRun,
+) -> None:
+    from auditor.reports import markdown
+
+    report = _demo_report(demo_run)
+    full = markdown.render(report)
+    fails = [line for line in full.splitlines() if line.startswith("### Fail: ")]
+    everything = full.index("<details>")  # where the folded parts begin
+    folded_away = markdown.render(report, limit=everything + 400)
+    assert len(folded_away.encode()) <= everything + 400
+    assert "<summary>All results" not in folded_away and "Cut to fit a job summary" in folded_away
+    assert [line for line in folded_away.splitlines() if line.startswith("### Fail: ")] == fails
+    tiny = markdown.render(report, limit=3000)
+    assert len(tiny.encode()) <= 3000
+    assert tiny.startswith("# commsaudit report") and tiny.rstrip().endswith("artifact)._")
+    kept = [line for line in tiny.splitlines() if line.startswith("### Fail: ")]
+    assert kept and fails[: len(kept)] == kept  # the most severe ones stay

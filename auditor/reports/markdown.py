@@ -17,7 +17,7 @@ from auditor.reports.common import (
     md_code,
     ordered,
 )
-from auditor.results import STATUSES, Evidence
+from auditor.results import STATUSES, Evidence, Result
 
 _EVIDENCE_SHOWN = 10
 
@@ -37,8 +37,7 @@ def _evidence_line(e: Evidence) -> str:
     return line
 
 
-def _matrix(report: ReportInput) -> list[str]:
-    table = matrix.rows(report)
+def _matrix(table: list[matrix.MatrixRow]) -> list[str]:
     uncovered = sum(1 for row in table if not row.covered)
     out = ["## Responsibility matrix", ""]
     out.append(
@@ -61,7 +60,15 @@ def _matrix(report: ReportInput) -> list[str]:
     return out
 
 
-def render(report: ReportInput) -> str:
+# GitHub's job summary holds at most 1 MiB; what the action adds after the report fits in the rest.
+SUMMARY_LIMIT = 1_000_000
+_CUT = (
+    "_Cut to fit a job summary: the rest is in `report.html` and `results.json`, in the "
+    "evidence bundle (the workflow's artifact)._"
+)
+
+
+def _head(report: ReportInput) -> list[str]:
     results = report.results.results
     run = report.results.run
     tally = counts(results)
@@ -75,62 +82,79 @@ def render(report: ReportInput) -> str:
     out.append("|" + "---:|" * len(STATUSES))
     out.append("| " + " | ".join(str(tally[s]) for s in STATUSES) + " |")
     out.append("")
+    return out
 
-    out.append("## By HIPAA safeguard")
-    out.append("")
+
+def _finding(report: ReportInput, result: Result, *, evidence: bool) -> list[str]:
+    policy = report.policy(result)
+    out = [
+        f"### {STATUS_LABELS[result.status]}: {md_code(result.control)} — "
+        f"{md_cell(result.subject)}",
+        "",
+        f"**{md_cell(result.title)}** · severity {md_cell(result.severity)} · "
+        f"{md_cell(result.responsibility)} responsibility · "
+        f"{md_cell(', '.join(result.citations))}",
+        "",
+        md_cell(result.reason),
+        "",
+    ]
+    if result.evidence and evidence:
+        out.append("Evidence:")
+        out.extend(_evidence_line(e) for e in result.evidence[:_EVIDENCE_SHOWN])
+        if len(result.evidence) > _EVIDENCE_SHOWN:
+            out.append(f"  - … and {len(result.evidence) - _EVIDENCE_SHOWN} more in results.json")
+        out.append("")
+    elif result.evidence:
+        out.extend([f"Evidence: {len(result.evidence)} item(s) in results.json.", ""])
+    if result.status in ("fail", "waived") and policy is not None:
+        out.extend([f"Remediation: {md_cell(policy.remediation_summary)}", ""])
+        out.extend(f"{i}. {md_cell(step)}" for i, step in enumerate(policy.remediation_steps, 1))
+        out.append("")
+        for reference in policy.remediation_references:
+            out.extend([f"Reference: <{reference}>", ""])
+    return out
+
+
+_FINDING_HEADINGS = {
+    "fail": "## Failures",
+    "error": "## Errors: controls that could not be judged",
+    "waived": "## Waived failures",
+}
+
+
+def _findings(report: ReportInput, *, evidence: bool, statuses: tuple[str, ...]) -> list[str]:
+    """Failures (most severe first), then errors, then waived failures."""
+    needing = attention(report.results.results)
+    found = [r for r in needing if r.status in statuses]
+    if not needing and "fail" in statuses:
+        return ["## Failures", "", "Nothing failed, errored or was waived.", ""]
+    out: list[str] = []
+    for status, group in group_by(found, "status").items():
+        out.extend([_FINDING_HEADINGS[status], ""])
+        for result in group:
+            out.extend(_finding(report, result, evidence=evidence))
+    return out
+
+
+def _safeguards(report: ReportInput) -> list[str]:
+    out = ["## By HIPAA safeguard", ""]
     out.append("| Safeguard | " + " | ".join(STATUS_LABELS[s] for s in STATUSES) + " |")
     out.append("|---|" + "---:|" * len(STATUSES))
-    for title, group in by_safeguard(results).items():
+    for title, group in by_safeguard(report.results.results).items():
         c = counts(group)
         out.append(f"| {title} | " + " | ".join(str(c[s]) for s in STATUSES) + " |")
     out.append("")
+    return out
 
-    if report.diff is not None:
-        out.extend(render_markdown(report.diff))
-    out.extend(_matrix(report))
 
-    findings = attention(results)
-    out.append("## Needs attention")
-    out.append("")
-    if not findings:
-        out.append("Nothing failed, errored or was waived.")
-    for result in findings:
-        policy = report.policy(result)
-        out.append(
-            f"### {STATUS_LABELS[result.status]}: {md_code(result.control)} — "
-            f"{md_cell(result.subject)}"
-        )
-        out.append("")
-        out.append(
-            f"**{md_cell(result.title)}** · severity {md_cell(result.severity)} · "
-            f"{md_cell(result.responsibility)} responsibility · "
-            f"{md_cell(', '.join(result.citations))}"
-        )
-        out.append("")
-        out.append(md_cell(result.reason))
-        out.append("")
-        if result.evidence:
-            out.append("Evidence:")
-            out.extend(_evidence_line(e) for e in result.evidence[:_EVIDENCE_SHOWN])
-            if len(result.evidence) > _EVIDENCE_SHOWN:
-                out.append(
-                    f"  - … and {len(result.evidence) - _EVIDENCE_SHOWN} more in results.json"
-                )
-            out.append("")
-        if result.status in ("fail", "waived") and policy is not None:
-            out.append(f"Remediation: {md_cell(policy.remediation_summary)}")
-            out.append("")
-            out.extend(
-                f"{i}. {md_cell(step)}" for i, step in enumerate(policy.remediation_steps, 1)
-            )
-            out.append("")
-            for reference in policy.remediation_references:
-                out.append(f"Reference: <{reference}>")
-                out.append("")
+def _collapsed(summary: str, lines: list[str]) -> list[str]:
+    """`lines` behind a `<details>` toggle (GitHub renders the Markdown inside it)."""
+    return ["<details>", f"<summary>{summary}</summary>", "", *lines, "</details>", ""]
 
-    out.append("## All results")
-    out.append("")
-    for platform, group in group_by(ordered(results), "platform").items():
+
+def _all_results(report: ReportInput) -> list[str]:
+    out: list[str] = []
+    for platform, group in group_by(ordered(report.results.results), "platform").items():
         out.append(f"### {md_cell(platform)}")
         out.append("")
         out.append("| Status | Control | Subject | Severity | Citations |")
@@ -142,9 +166,58 @@ def render(report: ReportInput) -> str:
                 f"{md_cell(r.subject)} | {md_cell(r.severity)} | {citations} |"
             )
         out.append("")
-    if run.warnings:
-        out.append("## Warnings")
-        out.append("")
-        out.extend(f"- {md_cell(w)}" for w in run.warnings)
-        out.append("")
-    return "\n".join(out)
+    return out
+
+
+def render(report: ReportInput, limit: int = SUMMARY_LIMIT) -> str:
+    """What needs a person first: failures (most severe first), then errors and waived ones,
+    what changed since the baseline and the run's warnings; then, collapsed, the responsibility
+    matrix and every result. Over `limit` bytes, the least important parts go first: every
+    result, the matrix, the safeguard table, the evidence under each finding, the waived
+    findings; then the findings are cut after the last whole one that fits."""
+    run = report.results.run
+    warnings = ["## Warnings", "", *(f"- {md_cell(w)}" for w in run.warnings), ""]
+    changes = render_markdown(report.diff) if report.diff is not None else []
+    total = len(report.results.results)
+    table = matrix.rows(report)
+    parts = {
+        "findings": _findings(report, evidence=True, statuses=("fail", "error")),
+        "waived": _findings(report, evidence=True, statuses=("waived",)),
+        "changes": changes,
+        "warnings": warnings if run.warnings else [],
+        "safeguards": _safeguards(report),
+        "matrix": _collapsed(f"Responsibility matrix ({len(table)} citations)", _matrix(table)),
+        "results": _collapsed(f"All results ({total})", _all_results(report)),
+    }  # fmt: skip
+    cuts: list[tuple[str, list[str]]] = [
+        ("results", []),
+        ("matrix", []),
+        ("safeguards", []),
+        ("findings", _findings(report, evidence=False, statuses=("fail", "error"))),
+        ("waived", []),
+    ]
+    head = _head(report)
+    order = ("findings", "waived", "changes", "warnings", "safeguards", "matrix", "results")
+
+    def text(cut: bool) -> str:
+        body = [line for name in order for line in parts[name]]
+        return "\n".join([*head, *([_CUT, ""] if cut else []), *body])
+
+    rendered = text(cut=False)
+    for name, replacement in cuts:
+        if len(rendered.encode()) <= limit:
+            return rendered
+        parts[name] = replacement
+        rendered = text(cut=True)
+    if len(rendered.encode()) <= limit:
+        return rendered
+    return _cut_findings(rendered, limit)
+
+
+def _cut_findings(rendered: str, limit: int) -> str:
+    """`rendered` cut after the last whole finding (a `### ` block) within `limit` bytes."""
+    data = rendered.encode()[: limit - 200]
+    kept = data.decode(errors="ignore")
+    end = kept.rfind("\n### ")
+    kept = kept[:end] if end > 0 else kept[: kept.rfind("\n")]
+    return kept + "\n\n" + _CUT + "\n"
