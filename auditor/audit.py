@@ -30,6 +30,7 @@ from auditor.policy import PolicySet, load_policies
 from auditor.redact import Redactor
 from auditor.reports import html, junit, markdown, matrix, oscal, sarif
 from auditor.reports.common import ReportInput
+from auditor.reports.location import locate_config
 from auditor.resources import policies_dir
 from auditor.results import Results, RunInfo
 from auditor.snapshot import Snapshot
@@ -433,6 +434,7 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
         diff=changes,
         sarif_category=options.sarif_category,
         durations=evaluation.durations,
+        config_location=locate_config(config.path, Path(env.get("GITHUB_WORKSPACE") or ".")),
     )
 
     # Built from what the collection scrubbed: the raw answers and the snapshot were kept as

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from auditor.jsonutil import JSON
 from auditor.policy import PLATFORM_TITLES, SAFEGUARDS, Policy, PolicySet
+from auditor.reports.location import ConfigLocation
 from auditor.results import SEVERITIES, STATUSES, Result, Results
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class ReportInput:
     # Seconds spent judging each (control, subject), when this run judged them (not when a
     # report is rendered again from a bundle).
     durations: dict[tuple[str, str], float] = field(default_factory=dict)
+    # The config file in the repository that ran the audit, for code scanning's locations.
+    config_location: ConfigLocation = field(default_factory=ConfigLocation)
 
     def policy(self, result: Result) -> Policy | None:
         return self.policies.policies.get(result.control)

@@ -11,8 +11,6 @@ from auditor.reports.common import ReportInput
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "note", "info": "note"}
-# Code scanning needs a location; the policy file is where the control is defined.
-_POLICY_URI = "policies/{id}.json"
 # A plain-text message may embed links, `[text](target)`; literal brackets (and the backslash
 # that escapes them) are escaped (SARIF 2.1.0, 3.11.6), so a name cannot make one.
 _LINK_SYNTAX = re.compile(r"[\\\[\]]")
@@ -27,6 +25,16 @@ _UNSAFE_IN_CATEGORY = re.compile(r"[^A-Za-z0-9._@+:=-]+")
 # Scope kinds, most specific first: a tenant or account names a run better than its regions.
 _SCOPE_ORDER = ("tenants", "accounts", "organisations", "stacks", "domains")
 _MAX_SCOPE = 100
+
+
+def _level(status: str, severity: str) -> str:
+    """An accepted waiver is a note, never an open error: code scanning closes a result whose
+    suppression was accepted where it honours suppressions, and shows a note where not."""
+    if status == "waived":
+        return "note"
+    if status == "error":
+        return "warning"
+    return _LEVEL.get(severity, "warning")
 
 
 def category(report: ReportInput) -> str:
@@ -91,16 +99,14 @@ def render(report: ReportInput) -> dict[str, JSON]:
         entry: dict[str, JSON] = {
             "ruleId": result.control,
             "ruleIndex": rule_index[result.control],
-            "level": _LEVEL.get(result.severity, "warning")
-            if result.status != "error"
-            else "warning",
+            "level": _level(result.status, result.severity),
             "kind": "fail" if result.status != "error" else "review",
             "message": {"text": plain_message(f"{result.subject}: {result.reason}")},
             "locations": [
                 {
                     "physicalLocation": {
-                        "artifactLocation": {"uri": _POLICY_URI.format(id=result.control)},
-                        "region": {"startLine": 1},
+                        "artifactLocation": {"uri": report.config_location.uri},
+                        "region": {"startLine": report.config_location.line(result.platform)},
                     },
                     "logicalLocations": [{"name": result.subject, "kind": "resource"}],
                 }
