@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -79,7 +80,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"commsaudit {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output on stderr"
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more log output on stderr (-vv: every HTTP request and header too)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False,
+        help="no progress on stderr: only the summary, warnings and errors",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -363,6 +375,7 @@ def _parser() -> argparse.ArgumentParser:
         *pulumi_commands.choices.values(),
     ]:
         sub.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
+        sub.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
     return parser
 
 
@@ -414,6 +427,26 @@ def _audit_options(args: argparse.Namespace) -> AuditOptions:
     )
 
 
+def _progress(console: Console, args: argparse.Namespace) -> terminal.CollectionProgress:
+    """The collection's progress display; without a terminal, a line per connector every
+    COMMSAUDIT_PROGRESS_SECONDS (5 unless set)."""
+    interval = terminal.PROGRESS_INTERVAL_SECONDS
+    given = os.environ.get("COMMSAUDIT_PROGRESS_SECONDS", "")
+    if given:
+        try:
+            seconds = float(given)
+            if not math.isfinite(seconds):
+                raise ValueError(given)
+            interval = min(max(seconds, 0.2), 3600.0)
+        except ValueError:
+            raise ConfigError(
+                f"COMMSAUDIT_PROGRESS_SECONDS={given[:20]!r} is not a number of seconds"
+            ) from None
+    return terminal.CollectionProgress(
+        console, _log_filter.redactor, quiet=args.quiet, interval=interval
+    )
+
+
 def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
     options = _audit_options(args)
     with contextlib.ExitStack() as stack:
@@ -429,7 +462,10 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
             )
             options.out = args.out or Path.cwd() / "commsaudit-out"
             options.ephemeral_key = True
-            console.print("Auditing the bundled sample organisation (no credentials, no network).")
+            if not args.quiet:
+                console.print(
+                    "Auditing the bundled sample organisation (no credentials, no network)."
+                )
         elif args.domain and args.config is None and not Path("commsaudit.toml").is_file():
             config = default_config(Path.cwd())
             options.profile = options.profile or "email-posture"
@@ -437,7 +473,7 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
             config = _config(args.config)
         _apply_domain_options(config, args)
         _redact_config_secrets(config)
-        with terminal.CollectionProgress(console, _log_filter.redactor) as progress:
+        with _progress(console, args) as progress:
             outcome = run_audit(config, options, progress=progress.update)
     terminal.render(console, outcome.report, bundle=str(outcome.bundle), redactor=outcome.redactor)
     if outcome.public_key is not None and outcome.signer is not None:
@@ -539,7 +575,7 @@ def _cmd_record(args: argparse.Namespace, console: Console) -> int:
             "record needs an [m365] section: it records Microsoft 365 tenants", where=config.label
         )
     options = _audit_options(args)
-    with terminal.CollectionProgress(console, _log_filter.redactor) as progress:
+    with _progress(console, args) as progress:
         outcome = run_audit(config, options, progress=progress.update)
     terminal.render(console, outcome.report, bundle=str(outcome.bundle), redactor=outcome.redactor)
     tables = [entry for name, entry in config.instances if name == "m365"]
@@ -873,6 +909,12 @@ def _setup_logging(verbosity: int) -> None:
     root.setLevel(
         logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING
     )
+    # The SDKs log every request, with its headers, at INFO: that is -vv's, not -v's.
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbosity > 1 else logging.WARNING)
+
+
+_CHATTY_LOGGERS = ("azure", "msal", "httpx", "httpcore", "botocore", "urllib3", "kiota_http")
 
 
 def _error(text: str) -> None:

@@ -11,6 +11,7 @@ import json
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TextIO
@@ -217,10 +218,24 @@ def render(
         console.print(f"Evidence bundle: [bold]{escape(show(bundle))}[/]")
 
 
-class CollectionProgress:
-    """A line per connector while collection runs; silent when stderr is not a terminal."""
+# Without a terminal (a CI log), how often each connector still collecting says where it is.
+PROGRESS_INTERVAL_SECONDS = 5.0
 
-    def __init__(self, console: Console, redactor: Redactor | None = None) -> None:
+
+class CollectionProgress:
+    """Where each connector is while collection runs. In a terminal, a live line per connector;
+    without one (a CI log), a plain line when a connector starts and ends, and every few seconds
+    in between (pages and items read, requests, retries, elapsed), so a long run never looks
+    hung; with `quiet`, nothing."""
+
+    def __init__(
+        self,
+        console: Console,
+        redactor: Redactor | None = None,
+        *,
+        quiet: bool = False,
+        interval: float = PROGRESS_INTERVAL_SECONDS,
+    ) -> None:
         self._show = _shown(redactor or Redactor.from_environment())
         self._progress = Progress(
             SpinnerColumn(),
@@ -228,12 +243,24 @@ class CollectionProgress:
             TimeElapsedColumn(),
             console=console,
             transient=True,
-            disable=not console.is_terminal,
+            disable=quiet or not console.is_terminal,
         )
         self._tasks: dict[str, TaskID] = {}
+        self._plain = not quiet and not console.is_terminal
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[str, float]] = {}  # connector -> (message, started)
+        self._finished: set[str] = set()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __enter__(self) -> CollectionProgress:
         self._progress.__enter__()
+        if self._plain:
+            self._ticker = threading.Thread(
+                target=self._tick, name="commsaudit-progress", daemon=True
+            )
+            self._ticker.start()
         return self
 
     def __exit__(
@@ -242,6 +269,9 @@ class CollectionProgress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
         self._progress.__exit__(exc_type, exc, tb)
 
     def update(self, connector: str, message: str) -> None:
@@ -250,3 +280,35 @@ class CollectionProgress:
             self._tasks[connector] = self._progress.add_task(text, total=None)
         else:
             self._progress.update(self._tasks[connector], description=text)
+        if self._plain:
+            self._note(connector, message)
+
+    def _note(self, connector: str, message: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            first = connector not in self._latest
+            started = self._latest[connector][1] if not first else now
+            self._latest[connector] = (message, started)
+            final = message == "done" or message.startswith("failed")
+            if final:
+                self._finished.add(connector)
+        if first or final:
+            self._line(connector, message, now - started)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self._interval):
+            now = time.monotonic()
+            with self._lock:
+                running = [
+                    (name, message, now - started)
+                    for name, (message, started) in self._latest.items()
+                    if name not in self._finished
+                ]
+            for name, message, elapsed in running:
+                self._line(name, message, elapsed)
+
+    def _line(self, connector: str, message: str, elapsed: float) -> None:
+        log_stream().write(
+            f"commsaudit: {self._show(connector)}: {self._show(message)} ({elapsed:.0f} s)\n"
+        )
+        log_stream().flush()

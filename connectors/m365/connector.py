@@ -26,7 +26,7 @@ from connectors.m365.auth import METHODS, AuthSettings, TokenCache, build_creden
 from connectors.m365.clouds import CLOUDS, endpoints_for
 from connectors.m365.exchange import SYSTEM_MAILBOX, AdminApi
 from connectors.m365.fetched import Fetched, compact_json
-from connectors.m365.http import MIB, Destinations, Limits, make_clients
+from connectors.m365.http import MIB, Destinations, Limits, Stats, make_clients
 from connectors.m365.normalise import (
     ADMIN_API_SECTIONS,
     SECTIONS,
@@ -123,6 +123,18 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+# How often the connector says how far it has read (the display decides how often to show it).
+PROGRESS_SECONDS = 1.0
+
+
+async def _report_progress(ctx: CollectContext, stats: Stats) -> None:
+    """Pages, items, requests and retries so far, once a second, while the reads go on: a
+    large tenant takes minutes, and a CI log that says nothing for minutes looks hung."""
+    while True:
+        await asyncio.sleep(PROGRESS_SECONDS)
+        ctx.progress(stats.progress_line())
 
 
 class M365Connector(Connector):
@@ -292,6 +304,7 @@ class M365Connector(Connector):
             tenant_id=auth.tenant_id,
             now=_now,
             anchor=identity.exchange_anchor,
+            stats=transport.stats,
         )
         compliance = AdminApi(
             admin_http,
@@ -303,6 +316,7 @@ class M365Connector(Connector):
             now=_now,
             anchor=identity.compliance_anchor,
             backend=endpoints.compliance_backend,
+            stats=transport.stats,
         )
         settings = M365Settings(
             break_glass=tuple(self.config.get("break_glass_accounts", [])),
@@ -323,13 +337,18 @@ class M365Connector(Connector):
                 cloud.graph_scope,
                 _now,
                 wait_to_retry=transport.wait_to_retry,
+                stats=transport.stats,
             )
             transport.open_pool(endpoints.graph)
             await signing_in
             ctx.progress("reading Graph, Exchange and Security & Compliance")
-            fetched, early = await self._read_all(
-                ctx, graph, identity, exchange, compliance, settings
-            )
+            ticker = asyncio.ensure_future(_report_progress(ctx, transport.stats))
+            try:
+                fetched, early = await self._read_all(
+                    ctx, graph, identity, exchange, compliance, settings
+                )
+            finally:
+                ticker.cancel()
         finally:
             await graph_http.aclose()
             await admin_http.aclose()

@@ -32,7 +32,7 @@ import httpx
 
 from auditor.jsonutil import loads_strict
 from connectors.m365.fetched import Fetched, compact_json
-from connectors.m365.http import PageLinks, RefusedRequest
+from connectors.m365.http import PageLinks, RefusedRequest, Stats
 from connectors.m365.permissions import ADMIN_API_PERMISSION, READER_ROLE
 
 SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
@@ -81,8 +81,10 @@ class AdminApi:
         now: Callable[[], dt.datetime],
         anchor: Anchor = _no_anchor,
         backend: str | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.http = http
+        self.stats = stats  # pages and items read, for progress lines
         self.token = token
         self.kind = kind  # "exo" or "compliance": the recorded layout's folder
         self.base = base.rstrip("/")
@@ -193,6 +195,8 @@ class AdminApi:
                     )
                 values = page.get("value", [])
                 items.extend(values)
+                if self.stats is not None:
+                    self.stats.read_page(cmdlet, len(values))
                 if values:
                     # Each page's evidence is encoded as it arrives, in the wait for the next:
                     # 50,000 mailboxes encoded at once hold the event loop for a third of a

@@ -34,6 +34,7 @@ from connectors.m365.http import (
     RETRY_STATUSES,
     PageLinks,
     RefusedRequest,
+    Stats,
     on_request_sent,
     retry_after_seconds,
 )
@@ -105,6 +106,7 @@ class GraphReader:
         scope: str,
         now: Callable[[], dt.datetime],
         wait_to_retry: Callable[[int, float | None], Awaitable[bool]] | None = None,
+        stats: Stats | None = None,
     ) -> None:
         host = urllib.parse.urlsplit(base).hostname or ""
         auth = BaseBearerTokenAuthenticationProvider(_Tokens(token, scope, host))
@@ -120,6 +122,7 @@ class GraphReader:
         self.client = GraphServiceClient(request_adapter=self.adapter)
         self._now = now
         self._wait_to_retry = wait_to_retry
+        self.stats = stats  # pages and items read, for progress lines
 
     async def _get_bytes(self, url: str, sent: Callable[[], None] | None = None) -> bytes:
         if sent is not None:
@@ -190,6 +193,9 @@ class GraphReader:
                 pages += 1
                 if not isinstance(page, dict):
                     raise ValueError("the answer is not a JSON object")
+                if self.stats is not None:
+                    items = page.get("value")
+                    self.stats.read_page(path, len(items) if isinstance(items, list) else 1)
                 if merged is None:
                     merged = dict(page)
                     merged["value"] = list(page.get("value", []))

@@ -197,6 +197,23 @@ class Stats:
     retries: int = 0
     by_host: dict[str, int] = field(default_factory=dict)
     received_bytes: int = 0  # decompressed
+    # What the readers made of the answers, for progress lines: pages and items read, and the
+    # collection or cmdlet the last page belonged to.
+    pages: int = 0
+    items: int = 0
+    reading: str = ""
+
+    def read_page(self, what: str, items: int) -> None:
+        self.pages += 1
+        self.items += items
+        self.reading = what
+
+    def progress_line(self) -> str:
+        reading = f"reading {self.reading}: " if self.reading else ""
+        return (
+            f"{reading}{self.pages:,} pages, {self.items:,} items; {self.requests:,} requests "
+            f"({self.retries:,} retried), {self.received_bytes / MIB:,.1f} MiB"
+        )
 
 
 def _size(count: int) -> str:
