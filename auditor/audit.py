@@ -28,7 +28,7 @@ from auditor.evidence.publish import Published, publish, targets_from_config
 from auditor.jsonutil import JSON, dumps_pretty_bytes
 from auditor.policy import PolicySet, load_policies
 from auditor.redact import Redactor
-from auditor.reports import html, junit, markdown, matrix, oscal, sarif
+from auditor.reports import findings, html, junit, markdown, matrix, oscal, sarif
 from auditor.reports.common import ReportInput
 from auditor.reports.location import locate_config
 from auditor.resources import policies_dir
@@ -455,6 +455,7 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
     keep("report.md", markdown.render(report).encode())
     keep("report.html", html.render(report).encode())
     keep("matrix.csv", matrix.to_csv(matrix.rows(report)).encode())
+    keep("findings.csv", findings.to_csv(report).encode())
     if changes is not None:
         keep("diff.json", dumps_pretty_bytes(changes.to_json()))
     keep("junit.xml", junit.render(report).encode())
@@ -493,7 +494,9 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
     # The same reports beside the bundle under fixed names, for CI steps to pick up. Each is
     # written whole or not at all; one that fails (a full disk) does not stop the others.
     contents = dict(members)
-    side_files = ("report.md", "report.html", "matrix.csv", "junit.xml", "results.sarif")
+    side_files = (
+        "report.md", "report.html", "matrix.csv", "findings.csv", "junit.xml", "results.sarif",
+    )  # fmt: skip
     write_problems = write_side_files(
         out_dir, [(n, contents[n]) for n in (*side_files, layout.RESULTS)]
     )

@@ -6,7 +6,6 @@ an auditor must see the gaps, not infer them."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from dataclasses import dataclass, field
@@ -18,9 +17,9 @@ from auditor.reports.common import (
     STATUS_LABELS,
     STATUS_URGENCY,
     ReportInput,
-    one_line,
     safeguard_of,
 )
+from auditor.reports.csvcells import CsvWriter
 from auditor.results import Result
 
 KIND_LABELS = {
@@ -155,33 +154,10 @@ def rows(report: ReportInput) -> list[MatrixRow]:
     return table
 
 
-# What makes a spreadsheet read a cell as a formula when it starts it (OWASP's CSV injection
-# guidance; its tab and carriage return, and NUL, are gone once the cell is on one line), with
-# the full-width forms some spreadsheets also take.
-_FORMULA_START = ("=", "+", "-", "@", "＝", "＋", "－", "＠")
-
-
-def csv_cell(text: str) -> str:
-    """A cell that a spreadsheet shows as text: on one line, with no control characters (a lone
-    CR would also end the row for some readers), and with a single quote before a formula."""
-    cell = one_line(text)
-    return "'" + cell if cell.lstrip().startswith(_FORMULA_START) else cell
-
-
-class _CellWriter:
-    """csv.writer whose every cell passes `csv_cell`."""
-
-    def __init__(self, out: io.StringIO) -> None:
-        self._writer = csv.writer(out, lineterminator="\n")
-
-    def writerow(self, row: list[str]) -> None:
-        self._writer.writerow([csv_cell(cell) for cell in row])
-
-
 def to_csv(table: list[MatrixRow]) -> str:
     """One line per citation; controls as `id: status` joined with semicolons."""
     out = io.StringIO()
-    writer = _CellWriter(out)
+    writer = CsvWriter(out)
     writer.writerow(
         [
             "citation",
