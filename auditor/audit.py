@@ -3,6 +3,7 @@ The CLI is a thin layer over this."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import difflib
 import fnmatch
@@ -60,6 +61,21 @@ class AuditOptions:
     clock_started: float | None = None
     # Code scanning's category for results.sarif; None: from the profile and the audited scope.
     sarif_category: str | None = None
+    # Which SIDE_FILES to write beside the bundle; empty: all of them.
+    output_formats: tuple[str, ...] = ()
+
+
+# The files written beside the bundle, by the name `--output-formats` gives them (every one is
+# in the bundle whatever is chosen: the evidence does not depend on what a CI step wanted).
+SIDE_FILES = {
+    "markdown": "report.md",
+    "html": "report.html",
+    "matrix": "matrix.csv",
+    "findings": "findings.csv",
+    "junit": "junit.xml",
+    "sarif": "results.sarif",
+    "results": layout.RESULTS,
+}
 
 
 @dataclass
@@ -494,12 +510,14 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
     # The same reports beside the bundle under fixed names, for CI steps to pick up. Each is
     # written whole or not at all; one that fails (a full disk) does not stop the others.
     contents = dict(members)
-    side_files = (
-        "report.md", "report.html", "matrix.csv", "findings.csv", "junit.xml", "results.sarif",
-    )  # fmt: skip
+    chosen = options.output_formats or tuple(SIDE_FILES)
     write_problems = write_side_files(
-        out_dir, [(n, contents[n]) for n in (*side_files, layout.RESULTS)]
+        out_dir, [(SIDE_FILES[f], contents[SIDE_FILES[f]]) for f in SIDE_FILES if f in chosen]
     )
+    for name in (SIDE_FILES[f] for f in SIDE_FILES if f not in chosen):
+        # An earlier run's file under that name must not pass for this run's.
+        with contextlib.suppress(OSError):
+            (out_dir / name).unlink(missing_ok=True)
     published: list[Published] = []
     publish_problems: list[str] = []
     if config.evidence.publish:

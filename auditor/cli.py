@@ -25,6 +25,7 @@ from rich.table import Table
 from auditor import STARTED, __version__, demo
 from auditor.audit import (
     DEFAULT_DEADLINE_SECONDS,
+    SIDE_FILES,
     AuditOptions,
     AuditOutcome,
     evaluate_snapshot,
@@ -55,6 +56,17 @@ def _globs(value: str) -> list[str]:
 
 
 _MAX_LATENCY_MS = 600_000
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """An argparse type: a comma-separated list of SIDE_FILES names."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in SIDE_FILES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(map(repr, unknown)) or 'nothing'} is not one of {', '.join(SIDE_FILES)}"
+        )
+    return names
 
 
 def _within(low: int, high: int) -> Callable[[str], int]:
@@ -161,6 +173,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PUBLIC_KEY",
         help="public key the baseline must be signed with (PEM), e.g. the previous key after "
         "a key change",
+    )
+    audit.add_argument(
+        "--output-formats",
+        type=_formats,
+        default=(),
+        metavar="LIST",
+        help="which files to write beside the bundle, comma-separated, from "
+        f"{','.join(SIDE_FILES)} (default: all; the bundle always holds every one)",
     )
     audit.add_argument(
         "--sarif-category",
@@ -424,6 +444,7 @@ def _audit_options(args: argparse.Namespace) -> AuditOptions:
         skip_controls=args.skip_controls,
         clock_started=STARTED,
         sarif_category=getattr(args, "sarif_category", None),
+        output_formats=getattr(args, "output_formats", ()),
     )
 
 
