@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from auditor import __version__
 from auditor.errors import ConfigError
 from connectors.aws.connector import iam_policy
 from connectors.m365.permissions import ADMIN_API_PERMISSION, READER_ROLE, permissions
@@ -244,7 +245,9 @@ def starter_attestations(tenant: str | None, aws_account: str | None) -> str:
 
 
 # The workflow is plain text with placeholders rather than an f-string: GitHub's `${{ }}`
-# expressions would otherwise need doubled braces everywhere.
+# expressions would otherwise need doubled braces everywhere. Each action is pinned by commit
+# SHA with its release in a comment, the same pins as action.yml and .github/workflows (which
+# Dependabot updates; tests/test_action_pins.py fails until this copy follows).
 _WORKFLOW = """\
 # commsaudit, written by `commsaudit init`: audit every Monday at 06:00 UTC and on demand, put the
 # report in the job summary, keep the signed evidence bundle, and fail the job when a control
@@ -279,13 +282,13 @@ jobs:
     runs-on: ubuntu-latest
     timeout-minutes: 30
     steps:
-      - uses: actions/checkout@v4
+      - uses: actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1
         with:
           persist-credentials: false
 @@AWS@@
       # The last completed run's bundle, passing or failing; the first run has none.
       - name: Previous run's evidence
-        uses: dawidd6/action-download-artifact@v6
+        uses: dawidd6/action-download-artifact@b6e2e70617bc3265edd6dab6c906732b2f1ae151 # v21
         with:
           workflow: commsaudit.yml
           name: @@ARTIFACT@@
@@ -308,8 +311,11 @@ jobs:
 
       - name: Audit
         # REPLACE OWNER with the GitHub user or organisation that publishes the commsaudit
-        # action (pin a release tag or a commit SHA you have reviewed).
-        uses: OWNER/commsaudit@v1
+        # action, and COMMIT_SHA with the full commit SHA of the release you reviewed:
+        #   gh api repos/OWNER/commsaudit/commits/v@@VERSION@@ --jq .sha
+        # A tag can be moved, a commit cannot, and organisations that require SHA pins
+        # reject tags. A Dependabot `github-actions` entry keeps every pin here up to date.
+        uses: OWNER/commsaudit@COMMIT_SHA # v@@VERSION@@
         with:
           config: @@CONFIG@@
           signing-key: ${{ secrets.COMMSAUDIT_SIGNING_KEY }}
@@ -328,12 +334,12 @@ _AWS_STEP = """\
 
       # Short-lived credentials for the read-only role; boto3's standard chain picks them up.
       - name: AWS credentials (OIDC)
-        uses: aws-actions/configure-aws-credentials@v4
+        uses: aws-actions/configure-aws-credentials@e6de054238d6b7531b4efff3b6587d9aade6a06c # v6.2.3
         with:
           role-to-assume: arn:aws:iam::@@ACCOUNT@@:role/@@ROLE@@
           role-session-name: commsaudit-${{ github.run_id }}
           aws-region: @@REGION@@
-"""
+"""  # noqa: E501 (the pinned `uses:` line is as long as its commit SHA makes it)
 
 
 def starter_workflow(aws_account: str | None, config_path: str = CONFIG_FILE) -> str:
@@ -349,6 +355,7 @@ def starter_workflow(aws_account: str | None, config_path: str = CONFIG_FILE) ->
         _WORKFLOW.replace("@@AWS@@\n", aws)
         .replace("@@ARTIFACT@@", ARTIFACT_NAME)
         .replace("@@CONFIG@@", config_path)
+        .replace("@@VERSION@@", __version__)
     )
 
 

@@ -184,9 +184,13 @@ def test_the_starter_workflow_passes_the_workflow_check(tmp_path: Path) -> None:
     path = tmp_path / WORKFLOW_FILE
     text = path.read_text()
     workflow = load_yaml(text)
-    # Its `uses: OWNER/commsaudit@v1` is this repository's action.yml, once published.
+    # Its `uses: OWNER/commsaudit@COMMIT_SHA` is this repository's action.yml, once published;
+    # the user fills in the owner and the commit of the release they reviewed (never a tag).
     assert check_workflow(workflow, {"OWNER/commsaudit@": load_file(REPO / "action.yml")}) == []
-    assert re.search(r"# REPLACE OWNER .*\n.*\n\s+uses: OWNER/commsaudit@v1\n", text)
+    assert re.search(
+        r"# REPLACE OWNER .*\n(\s+#.*\n)+\s+uses: OWNER/commsaudit@COMMIT_SHA # v\S+\n", text
+    )
+    assert "COMMIT_SHA with the full commit SHA of the release you reviewed" in text
     assert workflow["on"]["schedule"] == [{"cron": "0 6 * * 1"}]
     assert "workflow_dispatch" in workflow["on"]
     assert workflow["permissions"]["id-token"] == "write"
