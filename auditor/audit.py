@@ -17,6 +17,7 @@ from pathlib import Path
 from auditor import __version__
 from auditor.collect import Collection, ProgressCallback, collect
 from auditor.config import Config
+from auditor.defaults import DEFAULT_DEADLINE_SECONDS, SIDE_FILES
 from auditor.derive import derive
 from auditor.diff import Diff, RunState, compare, read_bundle_state, state_from
 from auditor.engine import Evaluation, EvaluationContext, evaluate
@@ -38,8 +39,6 @@ from auditor.snapshot import Snapshot
 from auditor.timeutil import isoz, utcnow
 from connectors.base import Connector, ConnectorInputError, RawRecord
 from connectors.registry import CONNECTORS
-
-DEFAULT_DEADLINE_SECONDS = 900.0
 
 
 @dataclass
@@ -63,19 +62,6 @@ class AuditOptions:
     sarif_category: str | None = None
     # Which SIDE_FILES to write beside the bundle; empty: all of them.
     output_formats: tuple[str, ...] = ()
-
-
-# The files written beside the bundle, by the name `--output-formats` gives them (every one is
-# in the bundle whatever is chosen: the evidence does not depend on what a CI step wanted).
-SIDE_FILES = {
-    "markdown": "report.md",
-    "html": "report.html",
-    "matrix": "matrix.csv",
-    "findings": "findings.csv",
-    "junit": "junit.xml",
-    "sarif": "results.sarif",
-    "results": layout.RESULTS,
-}
 
 
 @dataclass

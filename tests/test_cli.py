@@ -139,7 +139,7 @@ def test_a_failure_exits_1_even_beside_an_error(tmp_path: Path) -> None:
 def test_fail_on_narrows_the_failures_that_count_but_never_hides_an_error(
     tmp_path: Path, fail_on: str, allow_errors: bool, expected: int
 ) -> None:
-    from auditor.cli import _audit_exit_code
+    from auditor.commands import _audit_exit_code
     from auditor.results import Results
 
     path = _snapshot_file(tmp_path, UNREADABLE_TRAINING, OLD_RISK_ANALYSIS)

@@ -456,9 +456,9 @@ def test_a_wrapped_line_never_starts_with_a_command(
 def test_log_records_never_start_a_command_line(
     capsys: pytest.CaptureFixture[str], restored_process_state: None
 ) -> None:
-    from auditor import cli
+    from auditor import commands
 
-    cli._setup_logging(0)
+    commands._setup_logging(0)
     logging.getLogger("commsaudit.test").warning("bad name %s", "x\n::error::from a log\r::y::z")
     log = capsys.readouterr().err
     assert "from a log" in log
