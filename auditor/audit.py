@@ -30,7 +30,7 @@ from auditor.evidence.publish import Published, publish, targets_from_config
 from auditor.jsonutil import JSON, dumps_pretty_bytes
 from auditor.policy import PolicySet, load_policies
 from auditor.redact import Redactor
-from auditor.reports import findings, html, junit, markdown, matrix, oscal, sarif
+from auditor.reports import findings, html, junit, markdown, matrix, ocsf, oscal, sarif
 from auditor.reports.common import ReportInput
 from auditor.reports.location import locate_config
 from auditor.resources import policies_dir
@@ -458,6 +458,7 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
     keep("report.html", html.render(report).encode())
     keep("matrix.csv", matrix.to_csv(matrix.rows(report)).encode())
     keep("findings.csv", findings.to_csv(report).encode())
+    keep("findings.ocsf.json", dumps_pretty_bytes(ocsf.render(report)))
     if changes is not None:
         keep("diff.json", dumps_pretty_bytes(changes.to_json()))
     keep("junit.xml", junit.render(report).encode())

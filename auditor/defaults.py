@@ -14,6 +14,7 @@ SIDE_FILES = {
     "html": "report.html",
     "matrix": "matrix.csv",
     "findings": "findings.csv",
+    "ocsf": "findings.ocsf.json",
     "junit": "junit.xml",
     "sarif": "results.sarif",
     "results": layout.RESULTS,

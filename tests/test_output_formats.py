@@ -25,4 +25,4 @@ def test_only_the_chosen_files_are_written_beside_the_bundle(tmp_path: Path) -> 
 def test_an_unknown_format_is_a_usage_error_naming_the_choices(tmp_path: Path) -> None:
     proc = run_cli("audit", "--demo", "--output-formats", "junit,pdf", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "'pdf' is not one of markdown, html, matrix, findings, junit, sarif" in proc.stderr
+    assert "'pdf' is not one of markdown, html, matrix, findings, ocsf, junit, sarif" in proc.stderr
