@@ -159,7 +159,14 @@ def automation_export(
 ) -> StackState:
     """`select_stack` and `export_stack` through the Automation API (needs the Pulumi CLI and
     access to the stack's backend)."""
-    from pulumi import automation
+    try:
+        from pulumi import automation
+    except ImportError:
+        raise StackError(
+            f"reading stack {stack!r} through the Automation API needs Pulumi's SDK, which is "
+            "not installed: pip install 'commsaudit[pulumi]', or give this stack as "
+            "`export = FILE` (from `pulumi stack export`)"
+        ) from None
 
     try:
         selected = automation.select_stack(stack_name=stack, work_dir=str(work_dir))
@@ -257,7 +264,12 @@ def run_program(
         last = [line for line in done.stderr.splitlines() if line.strip()]
         hint = ""
         if any("No module named 'pulumi" in line for line in last):
-            hint = "; run it with the project's own environment: set `python` for this stack"
+            hint = (
+                "; run it with the project's own environment: set `python` for this stack"
+                if python
+                else "; install Pulumi's SDK (pip install 'commsaudit[pulumi]' and the "
+                "program's own packages), or set `python` to the project's environment"
+            )
         why = last[-1] if last else "no message"
         raise StackError(f"the program in {program} failed under mocks: {why}{hint}")
     captured = json.loads(done.stdout)
