@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import json
 import os
@@ -117,3 +118,15 @@ def email_sandbox(world: Path, cwd: Path, last_key: str) -> Iterator[ServedWorld
         process.terminate()
         _out, served.stderr = process.communicate(timeout=30)
         served.returncode = process.returncode
+
+
+def half_trained_attestations(directory: Path) -> Path:
+    """An attestations file on which org.training.current fails (half the workforce trained,
+    a month ago): one failing control, for tests of what happens to a failure."""
+    trained = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=30)
+    path = directory / "attestations.yaml"
+    path.write_text(
+        "organisation: Example Clinic\n"
+        f"trainings:\n  - date: {trained}\n    workforce: 10\n    completed: 5\n"
+    )
+    return path

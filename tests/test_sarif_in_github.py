@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from helpers import run_cli
+from helpers import half_trained_attestations, run_cli
 
 
 def _snapshot(organisation: str) -> dict[str, object]:
@@ -63,22 +63,12 @@ def test_a_category_given_by_the_workflow_is_the_one_code_scanning_sees(tmp_path
     assert given == "commsaudit/tenant-a"
 
 
-_TRAINING_FAILS = """\
-organisation: Example Clinic
-trainings:
-  - date: {trained}
-    workforce: 10
-    completed: 5
-"""
-
-
 def _sarif_in_a_repository(tmp_path: Path, waiver: str = "") -> dict[str, Any]:
     """An audit run from a repository's checkout, its config under `audit/`, as a workflow runs
     it (GITHUB_WORKSPACE names the checkout)."""
     repository = tmp_path / "repository"
     (repository / "audit").mkdir(parents=True)
-    trained = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=30)
-    (repository / "audit" / "attestations.yaml").write_text(_TRAINING_FAILS.format(trained=trained))
+    half_trained_attestations(repository / "audit")
     (repository / "audit" / "commsaudit.toml").write_text(
         "# Weekly audit of the clinic's records\n\n"
         '[attestations]\nfile = "attestations.yaml"\n'

@@ -22,7 +22,7 @@ import pytest
 
 from connectors.m365.sandbox.server import Faults, Sandbox
 
-from helpers import REPO, run_cli
+from helpers import REPO, half_trained_attestations, run_cli
 
 TENANT = REPO / "fixtures" / "tenants" / "contoso-health"
 
@@ -143,23 +143,11 @@ def test_sandbox_says_which_port_is_taken_and_leaves_no_key_files(tmp_path: Path
     assert not list(temp.iterdir())
 
 
-_TRAINING_FAILS = """\
-organisation: Example Clinic
-trainings:
-  - date: {trained}
-    workforce: 10
-    completed: 5
-"""
-
-
 def _waived_run(
     tmp_path: Path, waiver: str, policies: str = ""
 ) -> subprocess.CompletedProcess[str]:
     """An audit of one failing control (half the workforce trained) under one waiver."""
-    today = dt.datetime.now(dt.UTC).date()
-    (tmp_path / "attestations.yaml").write_text(
-        _TRAINING_FAILS.format(trained=today - dt.timedelta(days=30))
-    )
+    half_trained_attestations(tmp_path)
     (tmp_path / "commsaudit.toml").write_text(
         '[attestations]\nfile = "attestations.yaml"\n'
         f'[policies]\ncontrols = ["org.training.current"]\n{policies}'
