@@ -130,3 +130,36 @@ def half_trained_attestations(directory: Path) -> Path:
         f"trainings:\n  - date: {trained}\n    workforce: 10\n    completed: 5\n"
     )
     return path
+
+
+# A config that audits only the training control, from a replayed snapshot.json beside it.
+TRAINING_REPLAY = '[replay]\nfiles = ["snapshot.json"]\n[policies]\ncontrols = ["org.training.*"]\n'
+
+
+def training_snapshot(
+    directory: Path, *, coverage: float = 0.99, age_days: int = 20, organisation: str = "Clinic"
+) -> Path:
+    """snapshot.json with one organisation's attested training: `org.training.current` passes
+    at a coverage of 0.95 or more, trained within the year, and fails otherwise."""
+    section = {
+        "name": "org.training",
+        "platform": "org",
+        "subject": organisation,
+        "status": "ok",
+        "source": "attestations",
+        "data": {
+            "latest": {"age_days": age_days, "coverage": coverage},
+            "required_coverage": 0.95,
+        },
+    }
+    path = directory / "snapshot.json"
+    path.write_text(
+        json.dumps(
+            {
+                "format": "commsaudit/snapshot/v1",
+                "scope": {"org": {"organisation": [organisation]}},
+                "sections": [section],
+            }
+        )
+    )
+    return path

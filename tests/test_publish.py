@@ -12,29 +12,13 @@ import botocore.exceptions
 import pytest
 
 from aws_moto import client, env
-from helpers import run_cli
-
-SNAPSHOT = {
-    "format": "commsaudit/snapshot/v1",
-    "scope": {"org": {"organisation": ["Clinic"]}},
-    "sections": [
-        {
-            "name": "org.training",
-            "platform": "org",
-            "subject": "Clinic",
-            "status": "ok",
-            "source": "attestations",
-            "data": {"latest": {"age_days": 20, "coverage": 0.99}, "required_coverage": 0.95},
-        }
-    ],
-}
+from helpers import TRAINING_REPLAY, run_cli, training_snapshot
 
 
 def _audit(tmp_path: Path, publish: str) -> tuple[int, str, Path]:
-    (tmp_path / "snapshot.json").write_text(json.dumps(SNAPSHOT))
+    training_snapshot(tmp_path)
     (tmp_path / "commsaudit.toml").write_text(
-        '[replay]\nfiles = ["snapshot.json"]\n[policies]\ncontrols = ["org.training.*"]\n'
-        f'[evidence]\nout = "out"\npublish = [{publish}]\n'
+        TRAINING_REPLAY + f'[evidence]\nout = "out"\npublish = [{publish}]\n'
     )
     proc = run_cli("audit", cwd=tmp_path, env=env(tmp_path))
     (bundle,) = (tmp_path / "out").glob("*.zip")

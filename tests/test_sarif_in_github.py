@@ -12,34 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from helpers import half_trained_attestations, run_cli
-
-
-def _snapshot(organisation: str) -> dict[str, object]:
-    return {
-        "format": "commsaudit/snapshot/v1",
-        "scope": {"org": {"organisation": [organisation]}},
-        "sections": [
-            {
-                "name": "org.training",
-                "platform": "org",
-                "subject": organisation,
-                "status": "ok",
-                "source": "attestations",
-                "data": {"latest": {"age_days": 400, "coverage": 0.5}, "required_coverage": 0.95},
-            }
-        ],
-    }
+from helpers import TRAINING_REPLAY, half_trained_attestations, run_cli, training_snapshot
 
 
 def _category(tmp_path: Path, organisation: str, *extra: str) -> str:
     work = tmp_path / organisation.replace(" ", "-")
     work.mkdir()
-    (work / "snapshot.json").write_text(json.dumps(_snapshot(organisation)))
-    (work / "commsaudit.toml").write_text(
-        '[replay]\nfiles = ["snapshot.json"]\n[policies]\ncontrols = ["org.training.*"]\n'
-        '[evidence]\nout = "out"\n'
-    )
+    training_snapshot(work, coverage=0.5, age_days=400, organisation=organisation)
+    (work / "commsaudit.toml").write_text(TRAINING_REPLAY + '[evidence]\nout = "out"\n')
     proc = run_cli("audit", *extra, cwd=work)
     assert proc.returncode == 1, proc.stderr  # the training control fails: an alert to keep
     sarif = json.loads((work / "out" / "results.sarif").read_text())

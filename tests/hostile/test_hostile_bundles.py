@@ -31,29 +31,7 @@ from auditor.evidence.verify import verify_bundle
 from auditor.evidence.ziparchive import build_zip
 
 from conftest import DemoRun
-from helpers import member_json, members, run_cli
-
-
-def _snapshot(coverage: float) -> dict[str, Any]:
-    """One organisation, one attested training record: `org.training.current` passes at 0.99
-    and fails below 0.95."""
-    return {
-        "format": "commsaudit/snapshot/v1",
-        "scope": {"org": {"organisation": ["Clinic"]}},
-        "sections": [
-            {
-                "name": "org.training",
-                "platform": "org",
-                "subject": "Clinic",
-                "status": "ok",
-                "source": "attestations",
-                "data": {
-                    "latest": {"age_days": 20, "coverage": coverage},
-                    "required_coverage": 0.95,
-                },
-            }
-        ],
-    }
+from helpers import TRAINING_REPLAY, member_json, members, run_cli, training_snapshot
 
 
 def _reforge(
@@ -106,13 +84,13 @@ def _signed_setup(tmp_path: Path) -> None:
     key = signing.generate_key()
     (tmp_path / "signing.pem").write_bytes(signing.private_pem(key))
     (tmp_path / "commsaudit.toml").write_text(
-        '[replay]\nfiles = ["snapshot.json"]\n[policies]\ncontrols = ["org.training.*"]\n'
-        '[evidence]\nout = "out"\nsigning_key_file = "signing.pem"\nrequire_signature = true\n'
+        TRAINING_REPLAY
+        + '[evidence]\nout = "out"\nsigning_key_file = "signing.pem"\nrequire_signature = true\n'
     )
 
 
 def _run(tmp_path: Path, coverage: float, out: str, *extra: str | Path) -> Any:
-    (tmp_path / "snapshot.json").write_text(json.dumps(_snapshot(coverage)))
+    training_snapshot(tmp_path, coverage=coverage)
     return run_cli("audit", "--out", tmp_path / out, *extra, cwd=tmp_path)
 
 
@@ -337,11 +315,8 @@ def test_a_full_disk_while_writing_a_report_leaves_no_partial_file_and_names_it(
     from auditor import cli
     from auditor.evidence import bundle
 
-    (tmp_path / "snapshot.json").write_text(json.dumps(_snapshot(0.99)))
-    (tmp_path / "commsaudit.toml").write_text(
-        '[replay]\nfiles = ["snapshot.json"]\n[policies]\ncontrols = ["org.training.*"]\n'
-        '[evidence]\nout = "out"\n'
-    )
+    training_snapshot(tmp_path)
+    (tmp_path / "commsaudit.toml").write_text(TRAINING_REPLAY + '[evidence]\nout = "out"\n')
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.html").write_text("the previous run's report")  # must not pass for this run's
@@ -395,11 +370,8 @@ def test_a_full_disk_while_writing_a_report_leaves_no_partial_file_and_names_it(
 def test_a_report_name_that_cannot_be_replaced_is_named_and_the_rest_are_written(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "snapshot.json").write_text(json.dumps(_snapshot(0.99)))
-    (tmp_path / "commsaudit.toml").write_text(
-        '[replay]\nfiles = ["snapshot.json"]\n[policies]\ncontrols = ["org.training.*"]\n'
-        '[evidence]\nout = "out"\n'
-    )
+    training_snapshot(tmp_path)
+    (tmp_path / "commsaudit.toml").write_text(TRAINING_REPLAY + '[evidence]\nout = "out"\n')
     out = tmp_path / "out"
     (out / "matrix.csv").mkdir(parents=True)  # a directory where the report goes
     (out / "matrix.csv" / "keep").write_text("x")
