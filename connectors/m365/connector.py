@@ -31,13 +31,14 @@ from connectors.m365.normalise import (
     ADMIN_API_SECTIONS,
     SECTIONS,
     M365Settings,
+    RegistrationJoin,
     SectionOut,
     normalise,
 )
 from connectors.m365.permissions import permissions
 
 if TYPE_CHECKING:  # imported while the sign-in is in flight (see collect)
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from connectors.m365.graph import GraphReader
 
@@ -322,6 +323,11 @@ class M365Connector(Connector):
             break_glass=tuple(self.config.get("break_glass_accounts", [])),
             mfa_exceptions=tuple(self.config.get("mfa_exceptions", [])),
         )
+        join = RegistrationJoin(settings)
+
+        def keep(answers: dict[str, Fetched]) -> dict[str, Any]:
+            return self._keep_answers(ctx, answers, endpoints.graph, exchange, compliance)
+
         try:
             ctx.progress(f"signing in ({method})")
             signing_in = asyncio.ensure_future(tokens.token(cloud.graph_scope))
@@ -344,8 +350,8 @@ class M365Connector(Connector):
             ctx.progress("reading Graph, Exchange and Security & Compliance")
             ticker = asyncio.ensure_future(_report_progress(ctx, transport.stats))
             try:
-                fetched, early = await self._read_all(
-                    ctx, graph, identity, exchange, compliance, settings
+                fetched, early, errors = await self._read_all(
+                    ctx, graph, identity, exchange, compliance, settings, join, keep
                 )
             finally:
                 ticker.cancel()
@@ -355,8 +361,12 @@ class M365Connector(Connector):
         tenant = _tenant_facts(fetched, auth.tenant_id)
         subject = tenant["default_domain"]
         ctx.add_subject("m365", "tenant", subject)
-        self._keep_raw(ctx, fetched, tenant, endpoints.graph, exchange, compliance)
-        rest = normalise(fetched, settings, only=frozenset(SECTIONS) - ADMIN_API_SECTIONS)
+        graph_answers = {p: f for p, f in fetched.items() if p.startswith("graph/")}
+        errors.update(keep(graph_answers))
+        self._keep_tenant(ctx, tenant, errors)
+        rest = normalise(
+            fetched, settings, only=frozenset(SECTIONS) - ADMIN_API_SECTIONS, join=join
+        )
         order = list(SECTIONS)
         for section in sorted([*early, *rest], key=lambda s: order.index(s.name)):
             ctx.add_section(
@@ -391,7 +401,9 @@ class M365Connector(Connector):
         exchange: AdminApi,
         compliance: AdminApi,
         settings: M365Settings,
-    ) -> tuple[dict[str, Fetched], list[SectionOut]]:
+        join: RegistrationJoin,
+        keep: Callable[[dict[str, Fetched]], dict[str, Any]],
+    ) -> tuple[dict[str, Fetched], list[SectionOut], dict[str, Any]]:
         """Everything, concurrently. The admin API answers usually arrive well before the last
         Graph pages; their evidence and sections are prepared in a worker thread meanwhile."""
 
@@ -409,11 +421,12 @@ class M365Connector(Connector):
         # registration details is on the wire before any other read is begun (each read's
         # first request costs the event loop milliseconds, which those chains would wait out).
         sent = {path: asyncio.Event() for path in LONGEST_CHAINS}
+        feed = {USERS: join.users, REGISTRATIONS: join.details}
         reads = [
             asyncio.ensure_future(
                 policies_then_groups(path, query)
                 if path == CA_POLICIES
-                else _as_list(graph.collection(path, query, sent.get(path)))
+                else _as_list(graph.collection(path, query, sent.get(path), feed.get(path)))
             )
             for path, query in GRAPH_COLLECTIONS
         ]
@@ -439,10 +452,17 @@ class M365Connector(Connector):
         graph_task = asyncio.ensure_future(graph_part())
         admin_parts = await asyncio.gather(exchange_part(), compliance_part())
         admin = {f.path: f for part in admin_parts for f in part}
-        early = asyncio.ensure_future(ctx.run_blocking(self._prepare_admin, admin, settings))
+
+        async def admin_sections() -> tuple[list[SectionOut], dict[str, Any]]:
+            sections = await ctx.run_blocking(self._prepare_admin, admin, settings)
+            # Kept now, so that they are scrubbed while Graph's last pages are still coming.
+            return sections, keep(admin)
+
+        early = asyncio.ensure_future(admin_sections())
         found = {f.path: f for f in await graph_task}
         found.update(admin)
-        return found, await early
+        sections, errors = await early
+        return found, sections, errors
 
     def _select(self, cmdlet: str) -> tuple[str, ...]:
         selected = CMDLET_SELECT.get(cmdlet, ())
@@ -457,26 +477,18 @@ class M365Connector(Connector):
         )
         return normalise(admin, settings, only=ADMIN_API_SECTIONS)
 
-    def _keep_raw(
+    def _keep_answers(
         self,
         ctx: CollectContext,
-        fetched: dict[str, Fetched],
-        tenant: dict[str, str],
+        answers: dict[str, Fetched],
         graph_base: str,
         exchange: AdminApi,
         compliance: AdminApi,
-    ) -> None:
-        ctx.add_raw(
-            RawRecord(
-                path="m365/tenant.json",
-                source="m365:tenant",
-                collected_at=ctx.now,
-                body=json.dumps(tenant, indent=2).encode(),
-                request={"derived": "organization, domains"},
-            )
-        )
+    ) -> dict[str, Any]:
+        """Keep each answer read as a raw record (scrubbed from then on, in a worker); return
+        what the failed reads said, for `m365/_errors.json`."""
         errors = {}
-        for path, found in sorted(fetched.items()):
+        for path, found in sorted(answers.items()):
             if path.startswith("graph/"):
                 request = {"method": "GET", "url": f"{graph_base}/{path.removeprefix('graph/')}"}
             else:
@@ -505,13 +517,26 @@ class M365Connector(Connector):
                     "request": request,
                     "collected_at": found.collected_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 }
+        return errors
+
+    @staticmethod
+    def _keep_tenant(ctx: CollectContext, tenant: dict[str, str], errors: dict[str, Any]) -> None:
+        ctx.add_raw(
+            RawRecord(
+                path="m365/tenant.json",
+                source="m365:tenant",
+                collected_at=ctx.now,
+                body=json.dumps(tenant, indent=2).encode(),
+                request={"derived": "organization, domains"},
+            )
+        )
         if errors:
             ctx.add_raw(
                 RawRecord(
                     path="m365/_errors.json",
                     source="m365:errors",
                     collected_at=ctx.now,
-                    body=json.dumps(errors, indent=1).encode(),
+                    body=json.dumps(dict(sorted(errors.items())), indent=1).encode(),
                     request={"derived": "failed reads"},
                 )
             )

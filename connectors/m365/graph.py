@@ -165,11 +165,16 @@ class GraphReader:
         return Fetched(recorded, status, None, self._now(), reason)
 
     async def collection(
-        self, path: str, query: str = "", first_sent: asyncio.Event | None = None
+        self,
+        path: str,
+        query: str = "",
+        first_sent: asyncio.Event | None = None,
+        on_items: Callable[[list[Any]], None] | None = None,
     ) -> Fetched:
         """GET `path` (e.g. `users`) and every following page; the body keeps all items in
         `value`, as the recorded-tenant layout has them. `first_sent` is set once the first
-        request is on the wire (or could not be sent)."""
+        request is on the wire (or could not be sent). `on_items` is given each page's items
+        as the page arrives, while the next one is on its way."""
         recorded = f"graph/v1.0/{path}"
         first = f"{self.base}/{path}" + (f"?{query}" if query else "")
         merged: dict[str, Any] | None = None
@@ -193,9 +198,11 @@ class GraphReader:
                 pages += 1
                 if not isinstance(page, dict):
                     raise ValueError("the answer is not a JSON object")
+                items = page.get("value")
                 if self.stats is not None:
-                    items = page.get("value")
                     self.stats.read_page(path, len(items) if isinstance(items, list) else 1)
+                if on_items is not None and isinstance(items, list):
+                    on_items(items)
                 if merged is None:
                     merged = dict(page)
                     merged["value"] = list(page.get("value", []))

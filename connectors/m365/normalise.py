@@ -73,6 +73,7 @@ class _Reader:
     used: list[Fetched] = field(default_factory=list)
     # Facts several sections share (Conditional Access), worked out once a run.
     memo: dict[str, tuple[Any, list[Fetched]]] = field(default_factory=dict)
+    join: RegistrationJoin | None = None  # the registration rows, joined as the pages came
 
     def get(self, path: str) -> Fetched:
         found = self.fetched.get(path)
@@ -223,32 +224,96 @@ def _role_coverage(reader: _Reader, settings: M365Settings) -> list[dict[str, An
     return out
 
 
-def _registration(reader: _Reader, settings: M365Settings) -> list[dict[str, Any]]:
-    details = {
-        d["id"]: d
-        for d in reader.value("graph/v1.0/reports/authenticationMethods/userRegistrationDetails")
+USERS_PATH = "graph/v1.0/users"
+REGISTRATIONS_PATH = "graph/v1.0/reports/authenticationMethods/userRegistrationDetails"
+_NO_DETAIL: dict[str, Any] = {}
+
+
+class RegistrationJoin:
+    """The `m365.entra.user_registration` rows built as the users' and their registration
+    details' pages arrive, while the next pages are on their way, instead of after the last:
+    on a large tenant the join is a tenth of a second more on the end of the run. The rows are
+    the ones `_registration` builds from the whole answers; on anything it does not expect (an
+    item that is not an object, one without an id, an id seen twice) the join gives up and
+    `_registration` builds them from the whole answers, as for a recorded tenant."""
+
+    def __init__(self, settings: M365Settings) -> None:
+        self._exceptions = {a.lower() for a in settings.mfa_exceptions}
+        self._details: dict[str, dict[str, Any]] = {}
+        self._waiting: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+        self._users = 0
+        self._detail_count = 0
+        self.rows: list[dict[str, Any]] = []
+        self.broken = False
+
+    def users(self, items: list[Any]) -> None:
+        if self.broken:
+            return
+        try:
+            for user in items:
+                user_id = user["id"]
+                detail = self._details.get(user_id)
+                row = _registration_row(user, detail or _NO_DETAIL, self._exceptions)
+                if detail is None:
+                    self._waiting.setdefault(user_id, []).append((row, user.get("userType")))
+                self.rows.append(row)
+            self._users += len(items)
+        except Exception:  # the whole answers will say what is wrong
+            self.broken = True
+
+    def details(self, items: list[Any]) -> None:
+        if self.broken:
+            return
+        try:
+            for detail in items:
+                detail_id = detail["id"]
+                if not isinstance(detail, dict) or detail_id in self._details:
+                    raise ValueError("not an object, or an id seen twice")
+                self._details[detail_id] = detail
+                for row, user_type in self._waiting.pop(detail_id, ()):
+                    row["userType"] = (user_type or detail.get("userType") or "").lower()
+                    row["isMfaRegistered"] = detail.get("isMfaRegistered")
+                    row["methodsRegistered"] = detail.get("methodsRegistered", [])
+            self._detail_count += len(items)
+        except Exception:
+            self.broken = True
+
+    def result(self, users: int, details: int) -> list[dict[str, Any]] | None:
+        """The rows, if the join saw exactly the `users` users and `details` details that the
+        whole answers hold; None otherwise."""
+        if self.broken or self._users != users or self._detail_count != details:
+            return None
+        return self.rows
+
+
+def _registration_row(
+    user: dict[str, Any], detail: dict[str, Any], exceptions: set[str]
+) -> dict[str, Any]:
+    user_id = user["id"]
+    upn = user.get("userPrincipalName") or ""
+    return {
+        "id": user_id,
+        "userPrincipalName": upn,
+        "userType": (user.get("userType") or detail.get("userType") or "").lower(),
+        "accountEnabled": user.get("accountEnabled"),
+        "isMfaRegistered": detail.get("isMfaRegistered"),
+        "methodsRegistered": detail.get("methodsRegistered", []),
+        "declared_exception": bool(exceptions)
+        and (upn.lower() in exceptions or user_id.lower() in exceptions),
     }
+
+
+def _registration(reader: _Reader, settings: M365Settings) -> list[dict[str, Any]]:
+    detail_items = reader.value(REGISTRATIONS_PATH)
+    users = reader.value(USERS_PATH)
+    if reader.join is not None:
+        joined = reader.join.result(len(users), len(detail_items))
+        if joined is not None:
+            return joined
+    details = {d["id"]: d for d in detail_items}
     exceptions = {a.lower() for a in settings.mfa_exceptions}
-    none: dict[str, Any] = {}
-    out: list[dict[str, Any]] = []
-    append = out.append  # a tenant's worth of users: keep the loop lean
-    for user in reader.value("graph/v1.0/users"):
-        user_id = user["id"]
-        detail = details.get(user_id, none)
-        upn = user.get("userPrincipalName") or ""
-        append(
-            {
-                "id": user_id,
-                "userPrincipalName": upn,
-                "userType": (user.get("userType") or detail.get("userType") or "").lower(),
-                "accountEnabled": user.get("accountEnabled"),
-                "isMfaRegistered": detail.get("isMfaRegistered"),
-                "methodsRegistered": detail.get("methodsRegistered", []),
-                "declared_exception": bool(exceptions)
-                and (upn.lower() in exceptions or user_id.lower() in exceptions),
-            }
-        )
-    return out
+    row = _registration_row
+    return [row(user, details.get(user["id"], _NO_DETAIL), exceptions) for user in users]
 
 
 # Workloads of a DLP policy, and of a retention policy, with the parameters that scope each. A
@@ -606,16 +671,20 @@ ADMIN_API_SECTIONS = frozenset(
 
 
 def normalise(
-    fetched: FetchedMap, settings: M365Settings, only: frozenset[str] | None = None
+    fetched: FetchedMap,
+    settings: M365Settings,
+    only: frozenset[str] | None = None,
+    join: RegistrationJoin | None = None,
 ) -> list[SectionOut]:
     """Every `m365.*` section (or those named in `only`); one whose answers are missing is an
-    error with the reason (naming the missing permission or licence where that is the cause)."""
+    error with the reason (naming the missing permission or licence where that is the cause).
+    `join`, when given, holds the registration rows joined while the pages arrived."""
     out = []
     memo: dict[str, tuple[Any, list[Fetched]]] = {}
     for name, build in SECTIONS.items():
         if only is not None and name not in only:
             continue
-        reader = _Reader(fetched, memo=memo)
+        reader = _Reader(fetched, memo=memo, join=join)
         try:
             data = build(reader, settings)
         except _Missing as missing:
