@@ -8,6 +8,7 @@ import datetime as dt
 import difflib
 import fnmatch
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -346,6 +347,9 @@ def run_audit(
     # final: a raw answer once it is scrubbed, while the collection goes on; the snapshot and
     # reports while the policies are evaluated and the next report rendered.
     packer = Packer()
+    # The bundle's HTML report: its template is compiled on another thread while the
+    # collection waits on the network, not after it.
+    threading.Thread(target=html.prepare, name="template", daemon=True).start()
     try:
         collection = collect(
             connectors,
