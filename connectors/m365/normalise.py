@@ -15,6 +15,7 @@ from typing import Any
 
 import re2  # type: ignore[import-untyped]
 
+from connectors.m365 import shapes
 from connectors.m365.conditional_access import policy_facts
 from connectors.m365.fetched import Fetched, FetchedMap
 from connectors.m365.purview import (
@@ -23,6 +24,7 @@ from connectors.m365.purview import (
     location_facts,
     sensitive_types,
 )
+from connectors.m365.shapes import ShapeCheck
 
 # The tenant's authentication strengths, built-in and custom (Graph v1.0 documents this list
 # at /policies/authenticationStrengthPolicies).
@@ -74,6 +76,8 @@ class _Reader:
     # Facts several sections share (Conditional Access), worked out once a run.
     memo: dict[str, tuple[Any, list[Fetched]]] = field(default_factory=dict)
     join: RegistrationJoin | None = None  # the registration rows, joined as the pages came
+    # How the answers checked against Microsoft's published schema compare (see shapes.py).
+    checks: dict[str, ShapeCheck] = field(default_factory=dict)
 
     def get(self, path: str) -> Fetched:
         found = self.fetched.get(path)
@@ -82,6 +86,12 @@ class _Reader:
         self.used.append(found)
         if not found.ok:
             raise _Missing(path, found.error or f"{path} answered {found.status}", found.unlicensed)
+        if path in shapes.CHECKED:
+            check = self.checks.get(path)
+            if check is None:
+                check = self.checks[path] = shapes.check(path, found.data)
+            if check.problem:
+                raise UnreadableShape(f"{path.removeprefix('graph/')}: {check.problem}")
         return found
 
     def value(self, path: str) -> list[Any]:
@@ -681,10 +691,11 @@ def normalise(
     `join`, when given, holds the registration rows joined while the pages arrived."""
     out = []
     memo: dict[str, tuple[Any, list[Fetched]]] = {}
+    checks: dict[str, ShapeCheck] = {}
     for name, build in SECTIONS.items():
         if only is not None and name not in only:
             continue
-        reader = _Reader(fetched, memo=memo, join=join)
+        reader = _Reader(fetched, memo=memo, join=join, checks=checks)
         try:
             data = build(reader, settings)
         except _Missing as missing:
