@@ -22,13 +22,15 @@ from auditor.defaults import DEFAULT_DEADLINE_SECONDS, SIDE_FILES
 from auditor.derive import derive
 from auditor.diff import Diff, RunState, compare, read_bundle_state, state_from
 from auditor.engine import Evaluation, EvaluationContext, evaluate
-from auditor.errors import ConfigError, InputError
+from auditor.errors import ConfigError
 from auditor.evidence import layout, signing
 from auditor.evidence.bundle import Signer, assemble, write_bundle, write_side_files
 from auditor.evidence.manifest import build_manifest, ran_by, scope_of
 from auditor.evidence.packing import Packer
 from auditor.evidence.publish import Published, publish, targets_from_config
 from auditor.jsonutil import JSON, dumps_pretty_bytes
+from auditor.model.errors import InputError
+from auditor.model.snapshot import Snapshot
 from auditor.policy import PolicySet, load_policies
 from auditor.redact import Redactor
 from auditor.reports import findings, html, junit, markdown, matrix, ocsf, oscal, sarif
@@ -36,9 +38,8 @@ from auditor.reports.common import ReportInput
 from auditor.reports.location import locate_config
 from auditor.resources import policies_dir
 from auditor.results import Results, RunInfo
-from auditor.snapshot import Snapshot
 from auditor.timeutil import isoz, utcnow
-from connectors.base import Connector, ConnectorInputError, RawRecord
+from connectors.base import Connector, RawRecord
 from connectors.registry import CONNECTORS
 
 
@@ -240,10 +241,7 @@ def build_connectors(config: Config, now: dt.datetime) -> list[Connector]:
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
             connector.instance = f"{name}-{seen[name]}"
-        try:
-            connector.preflight(now)
-        except ConnectorInputError as exc:
-            raise InputError(exc.message, where=exc.where, hint=exc.hint) from exc
+        connector.preflight(now)  # a malformed local input raises InputError: exit 2
         connectors.append(connector)
     return connectors
 

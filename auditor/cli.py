@@ -19,7 +19,8 @@ from typing import NoReturn
 
 from auditor import __version__, demo
 from auditor.defaults import DEFAULT_DEADLINE_SECONDS, SIDE_FILES
-from auditor.errors import AuditError, PolicyError
+from auditor.errors import PolicyError
+from auditor.model.errors import AuditError
 from auditor.results import SEVERITIES
 
 log = logging.getLogger("commsaudit")

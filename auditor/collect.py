@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from auditor.evidence.packing import spare_cores
+from auditor.model.errors import CollectionError
+from auditor.model.snapshot import Snapshot, SourceStatus
 from auditor.redact import Redactor
-from auditor.snapshot import Snapshot, SourceStatus
 from auditor.timeutil import utcnow
-from connectors.base import CollectContext, CollectionError, Connector, RawRecord
+from connectors.base import CollectContext, Connector, RawRecord
 
 log = logging.getLogger(__name__)
 

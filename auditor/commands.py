@@ -35,13 +35,13 @@ from auditor.errors import ConfigError
 from auditor.evidence import signing
 from auditor.evidence.bundle import write_atomically
 from auditor.jsonutil import dumps_pretty
+from auditor.model.snapshot import read_snapshot
 from auditor.policy import read_policy_files
 from auditor.policytest import run_examples
 from auditor.redact import RedactingFilter, Redactor
 from auditor.reports import terminal
 from auditor.resources import policies_dir
 from auditor.results import SEVERITIES
-from auditor.snapshot import read_snapshot
 from auditor.timeutil import utcnow
 from connectors.registry import CONNECTORS
 

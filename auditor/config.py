@@ -14,7 +14,8 @@ from typing import Any
 
 import jsonschema
 
-from auditor.errors import ConfigError, quote
+from auditor.errors import ConfigError
+from auditor.model.errors import quote
 from auditor.validation import DEFAULT_TIMEOUT_SECONDS
 from auditor.waivers import DEFAULT_WAIVER_MAX_DAYS, Waiver
 from connectors.aws.endpoints import endpoint_problem

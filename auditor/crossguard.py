@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 from auditor.engine import Engine, EvaluationContext
 from auditor.errors import PolicyError
+from auditor.model.snapshot import Snapshot
 from auditor.policy import Policy, PolicySet, load_policies, read_policy_files
 from auditor.resources import policies_dir
-from auditor.snapshot import Snapshot
 from connectors.base import CollectContext
 from connectors.pulumi.connector import report_stack
 from connectors.pulumi.normalise import TYPES, DeclaredResource

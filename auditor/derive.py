@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from auditor.drift import derive_drift
-from auditor.snapshot import Snapshot
-from connectors.base import Section, SectionStatus
+from auditor.model.section import Section, SectionStatus
+from auditor.model.snapshot import Snapshot
 
 
 def _covers(agreement: dict[str, Any], service: str) -> bool:

@@ -14,10 +14,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from auditor.errors import InputError
 from auditor.evidence import layout
 from auditor.evidence.verify import verify_bundle
 from auditor.jsonutil import JSON
+from auditor.model.errors import InputError
 from auditor.reports.common import md_cell, md_code
 from auditor.results import Results
 

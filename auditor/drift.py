@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from auditor.snapshot import Snapshot
-from connectors.base import Section, SectionStatus
+from auditor.model.section import Section, SectionStatus
+from auditor.model.snapshot import Snapshot
 
 
 @dataclass(frozen=True)

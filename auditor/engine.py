@@ -18,9 +18,10 @@ from auditor.jsonutil import (
     pointer_parts,
     summarise,
 )
+from auditor.model.section import Section
+from auditor.model.snapshot import Snapshot
 from auditor.policy import PLATFORM_TITLES, Policy, PolicySet
 from auditor.results import Evidence, Result
-from auditor.snapshot import Snapshot
 from auditor.timeutil import isoz
 from auditor.validation import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -33,7 +34,6 @@ from auditor.validation import (
     time_limit,
 )
 from auditor.waivers import EXPIRY_NOTICE_DAYS, Waiver
-from connectors.base import Section
 
 # How many failures the one-line reason spells out; every failure stays in the evidence.
 _REASON_FAILURES = 3

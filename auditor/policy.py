@@ -20,8 +20,9 @@ from typing import Any
 import jsonschema
 import jsonschema_rs
 
-from auditor.errors import ConfigError, PolicyError, quote
+from auditor.errors import ConfigError, PolicyError
 from auditor.jsonutil import JSON, MAX_DEPTH, loads_strict, pointer
+from auditor.model.errors import quote
 from auditor.resources import schema_path
 from auditor.validation import evaluation_problems, python_validator
 

@@ -32,9 +32,9 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 from referencing.exceptions import Unresolvable
 
-from auditor.errors import shorten
 from auditor.failures import Failure, keyword_schema, to_failure
 from auditor.jsonutil import JSON, pointer
+from auditor.model.errors import shorten
 from auditor.patterns import search
 from auditor.schemacheck import REF_KEYWORDS, analyse
 

@@ -20,10 +20,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from auditor.engine import EvaluationContext, evaluate
+from auditor.model.section import Section
+from auditor.model.snapshot import Snapshot
 from auditor.policy import PolicySet, parse_policy
-from auditor.snapshot import Snapshot
 from auditor.validation import BACKENDS, HAVE_RS
-from connectors.base import Section
 
 NOW = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
 TENANT = "bench.onmicrosoft.com"

@@ -17,33 +17,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-SectionStatus = Literal["ok", "error", "not_applicable"]
-Platform = Literal["m365", "aws", "dns", "pulumi", "org"]
-SubjectKind = Literal["tenant", "domain", "account", "region", "stack", "organisation"]
+from auditor.model.section import Platform, Section, SectionStatus, SubjectKind
 
 T = TypeVar("T")
-
-
-class ConnectorInputError(Exception):
-    """A local input of the connector (a file named in config) is malformed. The run stops with
-    exit code 2 before anything is collected: this is the user's to fix, not a platform fault."""
-
-    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.where = where
-        self.hint = hint
-
-
-class CollectionError(Exception):
-    """Collection failed in a way a person can act on. `permission` names what is missing."""
-
-    def __init__(self, reason: str, *, permission: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.permission = permission
 
 
 @dataclass(frozen=True)
@@ -57,22 +35,6 @@ class RawRecord:
     request: dict[str, Any] = field(default_factory=dict)
     status: int | None = None
     media_type: str = "application/json"
-
-
-@dataclass(frozen=True)
-class Section:
-    """A normalised slice of settings for one subject: what policies evaluate."""
-
-    name: str
-    platform: Platform
-    subject: str
-    status: SectionStatus
-    data: Any
-    source: str
-    collected_at: dt.datetime
-    raw: tuple[str, ...] = ()
-    reason: str | None = None
-    connector: str = ""
 
 
 @dataclass(frozen=True)
@@ -241,7 +203,7 @@ class Connector(ABC):
         self._instance = value
 
     def preflight(self, now: dt.datetime) -> None:  # noqa: B027 - optional hook
-        """Check local inputs before any collection; raise ConnectorInputError if they are bad.
+        """Check local inputs before any collection; raise InputError if they are bad.
         Most connectors have nothing local to check."""
 
     def planned_subjects(self) -> list[tuple[Platform, SubjectKind, str]]:

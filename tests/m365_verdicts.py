@@ -9,11 +9,11 @@ from functools import cache
 from typing import Any
 
 from auditor.engine import EvaluationContext, evaluate
+from auditor.model.section import Section
+from auditor.model.snapshot import Snapshot
 from auditor.policy import PolicySet, load_policies
 from auditor.resources import policies_dir
 from auditor.results import Result
-from auditor.snapshot import Snapshot
-from connectors.base import Section
 from connectors.m365.fetched import Fetched
 from connectors.m365.normalise import M365Settings, normalise
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from auditor.model.errors import InputError
 from connectors.attestations import AttestationsConnector
-from connectors.base import CollectContext, ConnectorInputError
+from connectors.base import CollectContext
 
 NOW = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
 
@@ -126,7 +127,7 @@ def test_json_attestations_work_too(tmp_path: Path) -> None:
 def test_problems_are_reported_with_their_line(tmp_path: Path, text: str, expected: str) -> None:
     (tmp_path / "attestations.yaml").write_text(text)
     connector = AttestationsConnector({"file": "attestations.yaml"}, tmp_path)
-    with pytest.raises(ConnectorInputError) as caught:
+    with pytest.raises(InputError) as caught:
         connector.preflight(NOW)
     where = caught.value.where or ""
     line = f"{Path(where).name}: {caught.value.message}"
@@ -135,7 +136,7 @@ def test_problems_are_reported_with_their_line(tmp_path: Path, text: str, expect
 
 def test_missing_file_says_how_to_configure_it(tmp_path: Path) -> None:
     connector = AttestationsConnector({"file": "nope.yaml"}, tmp_path)
-    with pytest.raises(ConnectorInputError) as caught:
+    with pytest.raises(InputError) as caught:
         connector.preflight(NOW)
     assert "cannot read the attestations file" in caught.value.message
     assert caught.value.hint and "[attestations] file" in caught.value.hint

@@ -249,7 +249,7 @@ def test_ses_domain_identities_join_the_email_postureaudit(moto: str, tmp_path: 
 def test_ses_easy_dkim_tokens_become_selectors() -> None:
     import datetime as dt
 
-    from connectors.base import Section
+    from auditor.model.section import Section
     from connectors.dns.connector import DnsConnector
 
     identities = {

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from auditor.collect import collect
+from auditor.model.errors import CollectionError
+from auditor.model.section import Platform
 from auditor.redact import Redactor
-from connectors.base import CollectContext, CollectionError, Connector, Platform, RawRecord
+from connectors.base import CollectContext, Connector, RawRecord
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from auditor.engine import EvaluationContext, evaluate
+from auditor.model.section import Section
+from auditor.model.snapshot import Snapshot, SourceStatus
 from auditor.policy import PolicySet, parse_policy
 from auditor.resources import policies_dir
-from auditor.snapshot import Snapshot, SourceStatus
 from auditor.waivers import Waiver
-from connectors.base import Section
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 TENANT = "contoso.onmicrosoft.com"

@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.base import CollectContext, Section
+from auditor.model.section import Section
+from connectors.base import CollectContext
 from connectors.m365.connector import MAILBOX_FIELDS, M365Connector
 from connectors.m365.exchange import AdminApi, regional_endpoint
 from connectors.m365.http import (

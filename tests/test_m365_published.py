@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from auditor.engine import EvaluationContext, evaluate
+from auditor.model.snapshot import Snapshot
 from auditor.policy import load_policies
 from auditor.resources import policies_dir
-from auditor.snapshot import Snapshot
 from connectors.base import CollectContext
 from connectors.m365.connector import M365Connector
 from connectors.m365.sandbox.server import SECRET_ENV, Faults, RecordedTenant, Sandbox

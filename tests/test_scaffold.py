@@ -84,7 +84,7 @@ def test_the_attestations_template_passes_the_connectors_validation(tmp_path: Pa
     _starter(tmp_path)
     now = dt.datetime.now(dt.UTC)
     connector = AttestationsConnector({"file": ATTESTATIONS_FILE}, tmp_path)
-    connector.preflight(now)  # raises ConnectorInputError on any problem, with its line
+    connector.preflight(now)  # raises InputError on any problem, with its line
     ctx = CollectContext(connector="attestations", now=now, deadline=time.monotonic() + 10)
     asyncio.run(connector.collect(ctx))
     sections = {s.name: s.data for s in ctx.sections}

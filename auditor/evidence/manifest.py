@@ -9,7 +9,7 @@ from typing import Any
 
 from auditor import __version__
 from auditor.jsonutil import JSON
-from auditor.snapshot import Snapshot
+from auditor.model.snapshot import Snapshot
 
 FORMAT = "commsaudit/manifest/v1"
 

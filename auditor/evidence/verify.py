@@ -20,14 +20,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from auditor.engine import EvaluationContext, evaluate
-from auditor.errors import AuditError, InputError
 from auditor.evidence import layout, signing
 from auditor.evidence.bundle import parse_sums
 from auditor.evidence.ziparchive import ArchiveError, check_content, read_members
 from auditor.jsonutil import JSON, dumps_canonical
+from auditor.model.errors import AuditError, InputError
+from auditor.model.snapshot import snapshot_from_json
 from auditor.policy import policies_from_contents
 from auditor.results import Result, Results
-from auditor.snapshot import snapshot_from_json
 from auditor.timeutil import parse_isoz
 from auditor.validation import DEFAULT_TIMEOUT_SECONDS
 from auditor.waivers import Waiver

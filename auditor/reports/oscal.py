@@ -13,8 +13,8 @@ from typing import Any
 
 from auditor import __version__
 from auditor.jsonutil import JSON
+from auditor.model.snapshot import Snapshot
 from auditor.reports.common import ReportInput
-from auditor.snapshot import Snapshot
 
 OSCAL_VERSION = "1.1.2"
 _STATE = {

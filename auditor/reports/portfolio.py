@@ -14,8 +14,8 @@ from typing import Any
 
 import jinja2
 
-from auditor.errors import InputError
 from auditor.evidence.verify import verify_bundle
+from auditor.model.errors import InputError
 from auditor.reports.common import STATUS_LABELS, md_cell
 from auditor.results import SEVERITIES, STATUSES, Result, Results
 

@@ -11,18 +11,11 @@ from typing import Any, ClassVar
 
 import jsonschema
 
-from auditor.errors import quote, shorten
+from auditor.model.errors import InputError, quote, shorten
+from auditor.model.section import Platform, SubjectKind
 from connectors.attestations.document import Document, DocumentError, load_document
 from connectors.attestations.normalise import normalise
-from connectors.base import (
-    CollectContext,
-    Connector,
-    ConnectorInputError,
-    Permission,
-    Platform,
-    RawRecord,
-    SubjectKind,
-)
+from connectors.base import CollectContext, Connector, Permission, RawRecord
 
 _SCHEMA_PATH = Path(__file__).with_name("schema.json")
 # Record lists whose `date` (or `signed`) says when something happened: it cannot be later than
@@ -90,7 +83,7 @@ def _escape(part: str | int) -> str:
 
 
 def validate_document(document: Document, where: str, today: dt.date) -> None:
-    """Raise ConnectorInputError naming the first problem, its path and its line."""
+    """Raise InputError naming the first problem, its path and its line."""
     data, lines = document.data, document.lines
     validator = jsonschema.Draft202012Validator(
         attestations_schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
@@ -106,7 +99,7 @@ def validate_document(document: Document, where: str, today: dt.date) -> None:
         ptr = "".join("/" + _escape(p) for p in parts)
         line = lines.get(ptr)
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConnectorInputError(
+        raise InputError(
             f"{_location(parts)}: {_message(error, document.first_lines.get(ptr))}{more}",
             where=f"{where}:{line}" if line else where,
         )
@@ -114,7 +107,7 @@ def validate_document(document: Document, where: str, today: dt.date) -> None:
         for i, record in enumerate(data.get(key, [])):
             if dt.date.fromisoformat(record[field]) > today:
                 line = lines.get(f"/{key}/{i}/{field}")
-                raise ConnectorInputError(
+                raise InputError(
                     f"{key}[{i}].{field}: {record[field]} is later than today ({today}); "
                     "attestations record what has already happened",
                     where=f"{where}:{line}" if line else where,
@@ -122,7 +115,7 @@ def validate_document(document: Document, where: str, today: dt.date) -> None:
     for i, training in enumerate(data.get("trainings", [])):
         if training["completed"] > training["workforce"]:
             line = lines.get(f"/trainings/{i}/completed")
-            raise ConnectorInputError(
+            raise InputError(
                 f"trainings[{i}].completed: {training['completed']} is more than the workforce "
                 f"of {training['workforce']}",
                 where=f"{where}:{line}" if line else where,
@@ -157,7 +150,7 @@ class AttestationsConnector(Connector):
         try:
             content = self.path.read_bytes()
         except OSError as exc:
-            raise ConnectorInputError(
+            raise InputError(
                 f"cannot read the attestations file: {exc.strerror}",
                 where=where,
                 hint="set [attestations] file to a YAML or JSON file, relative to the config file",
@@ -165,11 +158,11 @@ class AttestationsConnector(Connector):
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ConnectorInputError("the file is not UTF-8 text", where=where) from exc
+            raise InputError("the file is not UTF-8 text", where=where) from exc
         try:
             document = load_document(self.path, text)
         except DocumentError as exc:
-            raise ConnectorInputError(
+            raise InputError(
                 exc.message, where=f"{where}:{exc.line}" if exc.line else where
             ) from exc
         validate_document(document, where, today)

@@ -21,8 +21,8 @@ import yaml
 from yaml.events import AliasEvent, CollectionStartEvent, ScalarEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from auditor.errors import quote
 from auditor.jsonutil import loads_strict
+from auditor.model.errors import quote
 
 # An attestations file is records of a few fields each, about five levels deep.
 MAX_DEPTH = 32

@@ -15,8 +15,9 @@ from typing import Any
 
 import botocore.exceptions
 
+from auditor.model.errors import CollectionError
 from connectors.aws.session import AwsSession
-from connectors.base import CollectContext, CollectionError, RawRecord
+from connectors.base import CollectContext, RawRecord
 
 READ_PREFIXES = ("Get", "List", "Describe")
 _SAFE = re.compile(r"[^A-Za-z0-9._@+-]")

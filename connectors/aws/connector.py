@@ -12,21 +12,15 @@ import datetime as dt
 from pathlib import Path
 from typing import Any, ClassVar
 
+from auditor.model.errors import CollectionError, InputError
+from auditor.model.section import Platform, SubjectKind
 from connectors.aws import account as account_settings
 from connectors.aws import regional, ses
 from connectors.aws.account import Scope
 from connectors.aws.calls import AwsReader
 from connectors.aws.endpoints import endpoint_problem
 from connectors.aws.session import AwsSession
-from connectors.base import (
-    CollectContext,
-    CollectionError,
-    Connector,
-    ConnectorInputError,
-    Permission,
-    Platform,
-    SubjectKind,
-)
+from connectors.base import CollectContext, Connector, Permission
 
 # The IAM actions the connector uses, with what each one reads.
 ACTIONS: dict[str, str] = {
@@ -134,7 +128,7 @@ class AwsConnector(Connector):
         url = self.config.get("endpoint_url")
         problem = endpoint_problem(str(url)) if url else None
         if problem is not None:
-            raise ConnectorInputError(f"[aws] endpoint_url: {problem}")
+            raise InputError(f"[aws] endpoint_url: {problem}")
 
     def scope(self) -> dict[str, Any]:
         return {

@@ -21,8 +21,8 @@ import boto3
 import botocore.config
 import botocore.session
 
+from auditor.model.errors import CollectionError
 from connectors.aws.endpoints import endpoint_problem
-from connectors.base import CollectionError
 
 USER_AGENT = "commsaudit"
 

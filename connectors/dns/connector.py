@@ -13,16 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from connectors.base import (
-    CollectContext,
-    Connector,
-    ConnectorInputError,
-    Permission,
-    Platform,
-    RawRecord,
-    Section,
-    SubjectKind,
-)
+from auditor.model.errors import InputError
+from auditor.model.section import Platform, Section, SubjectKind
+from connectors.base import CollectContext, Connector, Permission, RawRecord
 from connectors.dns import dane, dkim, dmarc, mta_sts, spf, starttls, tlsrpt
 from connectors.dns.dnssec import ROOT_ANCHORS, TrustAnchorError, Validator, parse_anchors
 from connectors.dns.resolver import DnsLookupError, Resolver, parse_nameserver
@@ -152,26 +145,24 @@ class DnsConnector(Connector):
         for key in ("ca_bundle", "senders_file"):
             path = self._path(key)
             if path is not None and not path.is_file():
-                raise ConnectorInputError(f"[dns] {key}: {path} does not exist")
+                raise InputError(f"[dns] {key}: {path} does not exist")
         for server in self.config.get("nameservers", []):
             try:
                 parse_nameserver(server)
             except (ValueError, TypeError) as exc:
-                raise ConnectorInputError(
+                raise InputError(
                     f"[dns] nameservers: {server!r} is not a nameserver ({exc}); write an "
                     "address with an optional port, tls://address[:port][#name], or an https:// URL"
                 ) from exc
         try:
             parse_anchors(self.config.get("trust_anchors", ROOT_ANCHORS))
         except TrustAnchorError as exc:
-            raise ConnectorInputError(f"[dns] trust_anchors: {exc}") from exc
+            raise InputError(f"[dns] trust_anchors: {exc}") from exc
         if self._path("senders_file"):
             try:
                 load_senders(self._path("senders_file"))
             except (ValueError, KeyError) as exc:
-                raise ConnectorInputError(
-                    f"[dns] senders_file is not a senders file: {exc}"
-                ) from exc
+                raise InputError(f"[dns] senders_file is not a senders file: {exc}") from exc
 
     def planned_subjects(self) -> list[tuple[Platform, SubjectKind, str]]:
         return [("dns", "domain", d.lower().rstrip(".")) for d in self.config.get("domains", [])]

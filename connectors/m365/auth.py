@@ -21,7 +21,7 @@ from typing import Any
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
-from connectors.base import CollectionError
+from auditor.model.errors import CollectionError
 from connectors.m365.clouds import Endpoints
 
 METHODS = ("certificate", "client-secret", "workload-identity", "managed-identity", "azure-cli")

@@ -12,16 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
-from connectors.base import (
-    CollectContext,
-    CollectionError,
-    Connector,
-    ConnectorInputError,
-    Permission,
-    Platform,
-    RawRecord,
-    SubjectKind,
-)
+from auditor.model.errors import CollectionError, InputError
+from auditor.model.section import Platform, SubjectKind
+from connectors.base import CollectContext, Connector, Permission, RawRecord
 from connectors.m365.auth import METHODS, AuthSettings, TokenCache, build_credential
 from connectors.m365.clouds import CLOUDS, endpoints_for
 from connectors.m365.exchange import SYSTEM_MAILBOX, AdminApi
@@ -210,22 +203,20 @@ class M365Connector(Connector):
         for key in ("certificate_file", "federated_token_file"):
             path = self._path(self.config.get(key))
             if path is not None and not path.is_file():
-                raise ConnectorInputError(
+                raise InputError(
                     f"[m365] {key}: {path} does not exist",
                     hint="paths are relative to the config file",
                 )
         bundle = self.config.get("endpoints", {}).get("ca_bundle")
         if bundle and not (self.base_dir / bundle).is_file():
-            raise ConnectorInputError(
-                f"[m365.endpoints] ca_bundle: {self.base_dir / bundle} does not exist"
-            )
+            raise InputError(f"[m365.endpoints] ca_bundle: {self.base_dir / bundle} does not exist")
         for key, value in self.config.get("endpoints", {}).items():
             if key == "ca_bundle":
                 continue
             try:
                 Destinations.of([value])
             except ValueError:
-                raise ConnectorInputError(
+                raise InputError(
                     f"[m365.endpoints] {key}: {_shown_origin(value)} is not an https:// URL",
                     hint="tokens and secrets are sent to the endpoints only over HTTPS",
                 ) from None

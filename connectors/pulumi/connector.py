@@ -9,15 +9,9 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from connectors.base import (
-    CollectContext,
-    Connector,
-    ConnectorInputError,
-    Permission,
-    Platform,
-    RawRecord,
-    SubjectKind,
-)
+from auditor.model.errors import InputError
+from auditor.model.section import Platform, SubjectKind
+from connectors.base import CollectContext, Connector, Permission, RawRecord
 from connectors.pulumi.normalise import (
     ACCOUNT_SECTIONS,
     REGION_SECTIONS,
@@ -114,20 +108,20 @@ class PulumiConnector(Connector):
         for index, stack in enumerate(self.stacks):
             sources = [key for key in ("export", "program", "work_dir") if key in stack]
             if len(sources) != 1:
-                raise ConnectorInputError(
+                raise InputError(
                     "give each stack exactly one of export (a `pulumi stack export` file), "
                     "program (a project directory, run under mocks) or work_dir (exported "
                     f"through the Automation API); found {', '.join(sources) or 'none'}",
                     where=f"[pulumi] stacks[{index}]",
                 )
             if sources[0] != "export" and "stack" not in stack:
-                raise ConnectorInputError(
+                raise InputError(
                     f'{sources[0]} needs the stack to select: add stack = "<name>"',
                     where=f"[pulumi] stacks[{index}]",
                 )
             for key in ("export", "program", "work_dir"):
                 if key in stack and not (self.base_dir / stack[key]).exists():
-                    raise ConnectorInputError(
+                    raise InputError(
                         f"{key} {stack[key]!r} does not exist",
                         where=f"[pulumi] stacks[{index}]",
                     )

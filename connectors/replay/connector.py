@@ -8,16 +8,10 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from auditor.errors import InputError
-from auditor.snapshot import Snapshot, snapshot_from_json
-from connectors.base import (
-    CollectContext,
-    Connector,
-    ConnectorInputError,
-    Platform,
-    RawRecord,
-    SubjectKind,
-)
+from auditor.model.errors import InputError
+from auditor.model.section import Platform, SubjectKind
+from auditor.model.snapshot import Snapshot, snapshot_from_json
+from connectors.base import CollectContext, Connector, RawRecord
 
 
 class ReplayConnector(Connector):
@@ -51,15 +45,12 @@ class ReplayConnector(Connector):
                 content = path.read_bytes()
                 document = json.loads(content)
             except OSError as exc:
-                raise ConnectorInputError(
+                raise InputError(
                     f"cannot read the recorded sections: {exc.strerror}", where=str(path)
                 ) from exc
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ConnectorInputError(f"not valid JSON: {exc}", where=str(path)) from exc
-            try:
-                snapshot = snapshot_from_json(document, str(path), connector=self.name)
-            except InputError as exc:
-                raise ConnectorInputError(exc.message, where=exc.where) from exc
+                raise InputError(f"not valid JSON: {exc}", where=str(path)) from exc
+            snapshot = snapshot_from_json(document, str(path), connector=self.name)
             loaded.append((path, content, snapshot))
         return loaded
 

@@ -25,9 +25,11 @@ from typing import Any
 import httpx
 import pytest
 
+from auditor.model.errors import CollectionError, InputError
+from auditor.model.section import Section
 from connectors.aws.connector import AwsConnector
 from connectors.aws.session import AwsSession
-from connectors.base import CollectContext, CollectionError, ConnectorInputError, Section
+from connectors.base import CollectContext
 from connectors.m365.clouds import endpoints_for
 from connectors.m365.connector import M365Connector
 from connectors.m365.exchange import AdminApi
@@ -243,7 +245,7 @@ def test_endpoints_that_are_not_https_are_a_config_error(tmp_path: Path) -> None
         "client_id": "c",
         "endpoints": {"graph": "http://graph.example.test"},
     }
-    with pytest.raises(ConnectorInputError, match=r"graph.*graph\.example\.test"):
+    with pytest.raises(InputError, match=r"graph.*graph\.example\.test"):
         M365Connector(config, tmp_path).preflight(dt.datetime.now(dt.UTC))
 
 
@@ -263,7 +265,7 @@ def test_an_aws_endpoint_must_be_https_unless_it_is_loopback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = dt.datetime.now(dt.UTC)
-    with pytest.raises(ConnectorInputError, match=r"10\.9\.8\.7"):
+    with pytest.raises(InputError, match=r"10\.9\.8\.7"):
         AwsConnector({"endpoint_url": "http://10.9.8.7:4566"}, tmp_path).preflight(now)
     # moto in the tests, a local stack: a loopback endpoint may be plain HTTP.
     AwsConnector({"endpoint_url": "http://127.0.0.1:5000"}, tmp_path).preflight(now)

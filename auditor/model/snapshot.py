@@ -12,11 +12,11 @@ from typing import Any
 
 import jsonschema
 
-from auditor.errors import InputError
 from auditor.jsonutil import JSON, loads_strict
+from auditor.model.errors import InputError
+from auditor.model.section import Platform, Section, SubjectKind
 from auditor.resources import schema_path
 from auditor.timeutil import isoz, parse_isoz
-from connectors.base import Platform, Section, SubjectKind
 
 FORMAT = "commsaudit/snapshot/v1"
 
