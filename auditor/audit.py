@@ -40,7 +40,7 @@ from auditor.resources import policies_dir
 from auditor.results import Results, RunInfo
 from auditor.timeutil import isoz, utcnow
 from connectors.base import Connector, RawRecord
-from connectors.registry import CONNECTORS
+from connectors.registry import CONNECTORS, derivations
 
 
 @dataclass
@@ -394,7 +394,7 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
     for _connector, record in collection.raw:
         files[layout.RAW_DIR + record.path] = record.body
         packer.add(layout.RAW_DIR + record.path, record.body)
-    derive(snapshot)
+    derive(snapshot, derivations())
     timings.lap("derive")
     # The snapshot is final once derived: it is deflated while the policies are evaluated.
     files[layout.SNAPSHOT] = dumps_pretty_bytes(snapshot.to_json())
@@ -557,7 +557,7 @@ def evaluate_snapshot(
     chosen = profile or config.policies.profile
     policies = select_policies(config, all_policies, chosen, controls, skip)
     check_waiver_lifetimes(config, moment.date())
-    derive(snapshot)
+    derive(snapshot, derivations())
     evaluation, context = _evaluate(config, policies, snapshot, chosen, moment)
     run = RunInfo(
         id=str(uuid.uuid4()),

@@ -14,11 +14,11 @@ from typing import Any
 
 import jsonschema
 
+from auditor.aws.endpoints import endpoint_problem
 from auditor.errors import ConfigError
 from auditor.model.errors import quote
 from auditor.validation import DEFAULT_TIMEOUT_SECONDS
 from auditor.waivers import DEFAULT_WAIVER_MAX_DAYS, Waiver
-from connectors.aws.endpoints import endpoint_problem
 from connectors.registry import CONNECTORS, PLANNED
 
 DEFAULT_PROFILE = "hipaa"

@@ -9,34 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from auditor.engine import Engine, EvaluationContext
 from auditor.errors import PolicyError
-from auditor.model.snapshot import Snapshot
 from auditor.policy import Policy, PolicySet, load_policies, read_policy_files
 from auditor.resources import policies_dir
-from connectors.base import CollectContext
-from connectors.pulumi.connector import report_stack
-from connectors.pulumi.normalise import TYPES, DeclaredResource
-from connectors.pulumi.sources import StackState
+from connectors.pulumi.preview import PreviewResource, preview_snapshot
 
 PACK_NAME = "commsaudit-aws"
-
-
-class PreviewResource(Protocol):
-    """What pulumi_policy's PolicyResource offers that is read here."""
-
-    resource_type: str
-    props: Any
-    urn: str
-    name: str
-    provider: Any
 
 
 @dataclass(frozen=True)
@@ -44,42 +29,6 @@ class Violation:
     control: str
     message: str
     urn: str | None
-
-
-def _region(resource: PreviewResource, default: str) -> str:
-    own = (resource.props or {}).get("region")
-    provider = getattr(resource, "provider", None)
-    from_provider = (getattr(provider, "props", None) or {}).get("region")
-    for candidate in (own, from_provider):
-        if isinstance(candidate, str) and candidate:
-            return candidate
-    return default
-
-
-def declared_from_preview(
-    resources: Iterable[PreviewResource], default_region: str
-) -> list[DeclaredResource]:
-    return [
-        DeclaredResource(
-            type=r.resource_type,
-            name=r.name,
-            inputs=dict(r.props or {}),
-            region=_region(r, default_region),
-            urn=r.urn,
-        )
-        for r in resources
-        if r.resource_type in TYPES
-    ]
-
-
-def _snapshot(resources: list[DeclaredResource], stack: str, now: dt.datetime) -> Snapshot:
-    ctx = CollectContext(connector="pulumi", now=now, deadline=math.inf)
-    report_stack(ctx, StackState(stack, "preview", resources, evidence={}))
-    snapshot = Snapshot(collected_at=now)
-    for platform, kind, subject in ctx.subjects:
-        snapshot.add_subject(platform, kind, subject)
-    snapshot.sections.extend(ctx.sections)
-    return snapshot
 
 
 def stack_violations(
@@ -93,7 +42,7 @@ def stack_violations(
 ) -> list[Violation]:
     """Each failing control on the previewed stack, with the resource to blame where one is."""
     now = dt.datetime.now(dt.UTC)
-    snapshot = _snapshot(declared_from_preview(resources, default_region), stack, now)
+    snapshot = preview_snapshot(resources, stack, now, default_region)
     engine = Engine(EvaluationContext(profile=profile, now=now, parameters=parameters or {}))
     violations = []
     for policy in policies:

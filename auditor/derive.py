@@ -8,9 +8,9 @@ the snapshot (marked derived) so `verify` re-evaluates the very same data.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from auditor.drift import derive_drift
 from auditor.model.section import Section, SectionStatus
 from auditor.model.snapshot import Snapshot
 
@@ -51,12 +51,14 @@ def _vendor_entry(
     }
 
 
-def derive(snapshot: Snapshot) -> None:
+def derive(snapshot: Snapshot, derivations: Sequence[Callable[[Snapshot], None]] = ()) -> None:
     """Add the derived sections to `snapshot` in place (once: a snapshot that already holds
-    derived sections, such as one read back from a bundle, is left as it is)."""
+    derived sections, such as one read back from a bundle, is left as it is): the connectors'
+    own `derivations` first, then the vendor agreements, which read every platform's."""
     if snapshot.derived:
         return
-    derive_drift(snapshot)
+    for derivation in derivations:
+        derivation(snapshot)
     organisations = snapshot.scope.get("org", {}).get("organisation", [])
     baa_section = snapshot.section("org.baa", organisations[0]) if organisations else None
     agreements: list[dict[str, Any]] | None = None

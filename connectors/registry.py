@@ -5,8 +5,9 @@ audits one Microsoft 365 tenant does not pay for importing AWS's and Pulumi's SD
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
+from auditor.model.snapshot import Snapshot
 from connectors.base import Connector
 
 # Section name -> (module, class).
@@ -40,3 +41,11 @@ CONNECTORS: Mapping[str, type[Connector]] = _Connectors()
 # Sections the contracts define whose connectors are not in this build yet: accepted by the
 # config schema so the error can say so plainly instead of "unknown section".
 PLANNED: dict[str, str] = {}
+
+# Sections a connector's package works out from the whole snapshot once collection is over (the
+# Pulumi stack's drift from the account it deploys to): (module, function), run by `derive`.
+_DERIVATIONS = (("connectors.pulumi.drift", "derive_drift"),)
+
+
+def derivations() -> list[Callable[[Snapshot], None]]:
+    return [getattr(importlib.import_module(m), f) for m, f in _DERIVATIONS]

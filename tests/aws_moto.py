@@ -14,7 +14,7 @@ from typing import Any
 
 import boto3
 
-from connectors.aws.session import unprefix_account_host
+from auditor.aws.session import unprefix_account_host
 
 from helpers import run_cli
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from auditor.aws.session import AwsSession
 from connectors.aws import ses
 from connectors.aws.calls import AwsReader, RefusedCall
 from connectors.aws.connector import AwsConnector, iam_policy
-from connectors.aws.session import AwsSession
 
 from aws_moto import ACCOUNT, KEYS, SUBJECT, audit, client, env, post
 from helpers import member_json, members, run_cli

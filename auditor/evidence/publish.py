@@ -95,7 +95,7 @@ def _sha256(data: bytes) -> str:
 
 
 def publish_s3(bundle: Path, target: S3Target, now: dt.datetime) -> Published:
-    from connectors.aws.session import AwsSession
+    from auditor.aws.session import AwsSession
 
     data = bundle.read_bytes()
     digest = _sha256(data)

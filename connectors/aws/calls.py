@@ -15,8 +15,8 @@ from typing import Any
 
 import botocore.exceptions
 
+from auditor.aws.session import AwsSession
 from auditor.model.errors import CollectionError
-from connectors.aws.session import AwsSession
 from connectors.base import CollectContext, RawRecord
 
 READ_PREFIXES = ("Get", "List", "Describe")

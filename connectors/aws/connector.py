@@ -12,14 +12,14 @@ import datetime as dt
 from pathlib import Path
 from typing import Any, ClassVar
 
+from auditor.aws.endpoints import endpoint_problem
+from auditor.aws.session import AwsSession
 from auditor.model.errors import CollectionError, InputError
 from auditor.model.section import Platform, SubjectKind
 from connectors.aws import account as account_settings
 from connectors.aws import regional, ses
 from connectors.aws.account import Scope
 from connectors.aws.calls import AwsReader
-from connectors.aws.endpoints import endpoint_problem
-from connectors.aws.session import AwsSession
 from connectors.base import CollectContext, Connector, Permission
 
 # The IAM actions the connector uses, with what each one reads.

@@ -25,10 +25,10 @@ from typing import Any
 import httpx
 import pytest
 
+from auditor.aws.session import AwsSession
 from auditor.model.errors import CollectionError, InputError
 from auditor.model.section import Section
 from connectors.aws.connector import AwsConnector
-from connectors.aws.session import AwsSession
 from connectors.base import CollectContext
 from connectors.m365.clouds import endpoints_for
 from connectors.m365.connector import M365Connector

@@ -21,8 +21,8 @@ import boto3
 import botocore.config
 import botocore.session
 
+from auditor.aws.endpoints import endpoint_problem
 from auditor.model.errors import CollectionError
-from connectors.aws.endpoints import endpoint_problem
 
 USER_AGENT = "commsaudit"
 
