@@ -36,14 +36,14 @@ from auditor.evidence import signing
 from auditor.evidence.bundle import write_atomically
 from auditor.jsonutil import dumps_pretty
 from auditor.model.snapshot import read_snapshot
-from auditor.policy import read_policy_files
+from auditor.policy import catalogue_problems, read_policy_files
 from auditor.policytest import run_examples
 from auditor.redact import RedactingFilter, Redactor
 from auditor.reports import terminal
 from auditor.resources import policies_dir
 from auditor.results import SEVERITIES
 from auditor.timeutil import utcnow
-from connectors.registry import CONNECTORS
+from connectors.registry import CONNECTORS, catalogue
 
 log = logging.getLogger("commsaudit")
 
@@ -329,6 +329,9 @@ def _cmd_policies(args: argparse.Namespace, console: Console) -> int:
     if args.policies_command in ("lint", "test"):
         loaded, problems = read_policy_files(args.dirs or [policies_dir()])
         count = len(loaded)
+        sections = catalogue()
+        for path, policy in loaded:
+            problems.extend(catalogue_problems(str(path), policy, sections))
         failures = 0
         # One problem a line, never folded: people grep these and CI logs keep long lines.
         out = Console(highlight=False, soft_wrap=True)

@@ -22,6 +22,7 @@ import jsonschema_rs
 
 from auditor.errors import ConfigError, PolicyError
 from auditor.jsonutil import JSON, MAX_DEPTH, loads_strict, pointer
+from auditor.model.catalogue import Catalogue, path_of_pointer, paths_read
 from auditor.model.errors import quote
 from auditor.resources import schema_path
 from auditor.validation import evaluation_problems, python_validator
@@ -517,3 +518,13 @@ def policies_from_contents(contents: Mapping[str, bytes], where: str) -> PolicyS
     if problems:
         raise PolicyError(problems)
     return PolicySet(policies)
+
+
+def catalogue_problems(policy_file: str, policy: Policy, catalogue: Catalogue) -> list[str]:
+    """A source no connector emits, or a field the section's schema does not declare, read by
+    the policy's schemas (each profile's, the applicability test's) or its evidence pointers."""
+    reads = paths_read(policy.schema)
+    for schema in [*policy.profile_schemas.values(), policy.applicable_schema]:
+        reads |= paths_read(schema)
+    reads |= {path_of_pointer(p) for p in policy.evidence_pointers}
+    return catalogue.problems_of(policy_file, policy.sections, reads)

@@ -5,8 +5,11 @@ audits one Microsoft 365 tenant does not pay for importing AWS's and Pulumi's SD
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Iterator, Mapping
+from importlib import resources
 
+from auditor.model.catalogue import Catalogue
 from auditor.model.snapshot import Snapshot
 from connectors.base import Connector
 
@@ -49,3 +52,24 @@ _DERIVATIONS = (("connectors.pulumi.drift", "derive_drift"),)
 
 def derivations() -> list[Callable[[Snapshot], None]]:
     return [getattr(importlib.import_module(m), f) for m, f in _DERIVATIONS]
+
+
+# Where each package declares the sections it emits (the Pulumi connector emits the aws.*
+# sections too, from a stack's declared resources: they are declared once, by the AWS package).
+_SECTION_FILES = (
+    ("connectors.m365", "sections.json"),
+    ("connectors.aws", "sections.json"),
+    ("connectors.dns", "sections.json"),
+    ("connectors.pulumi", "sections.json"),
+    ("connectors.attestations", "sections.json"),
+    ("auditor", "derived_sections.json"),  # the vendor agreements and providers derive makes
+)
+
+
+def catalogue() -> Catalogue:
+    """Every section a connector or a derivation emits, with the schema of its data."""
+    documents = []
+    for package, name in _SECTION_FILES:
+        text = resources.files(package).joinpath(name).read_text("utf-8")
+        documents.append((f"{package.replace('.', '/')}/{name}", json.loads(text)))
+    return Catalogue.from_documents(documents)

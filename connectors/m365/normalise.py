@@ -276,9 +276,9 @@ class RegistrationJoin:
             return
         try:
             for detail in items:
-                detail_id = detail["id"]
-                if not isinstance(detail, dict) or detail_id in self._details:
+                if not isinstance(detail, dict) or detail["id"] in self._details:
                     raise ValueError("not an object, or an id seen twice")
+                detail_id = detail["id"]
                 self._details[detail_id] = detail
                 for row, user_type in self._waiting.pop(detail_id, ()):
                     row["userType"] = (user_type or detail.get("userType") or "").lower()

@@ -1,0 +1,201 @@
+"""The section catalogue: every section a connector (or a derivation) emits, with a JSON Schema
+of its data. It is the contract between the two sides of the snapshot: the tests validate what
+each normaliser emits against it, and `policies lint` rejects a policy that reads a section no
+connector emits or a field the section's schema does not declare.
+
+Each connector package declares its own sections in a `sections.json`; connectors/registry.py
+lists the files. A name ending in `.*` declares a family (`provider.*`)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema_rs
+
+from auditor.jsonutil import pointer_parts
+
+# A path into a section's data: member names, and "*" for any item of a list.
+Path = tuple[str, ...]
+_SAME_PLACE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else")
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    name: str
+    platforms: tuple[str, ...]
+    subjects: tuple[str, ...]
+    title: str
+    schema: Mapping[str, Any]
+    declared_in: str  # the file, for messages
+
+    @functools.cached_property
+    def _validator(self) -> Any:
+        return jsonschema_rs.Draft202012Validator(dict(self.schema))
+
+    def problems(self, data: Any, limit: int = 5) -> list[str]:
+        """Where `data` departs from this section's schema, one line each (the first `limit`)."""
+        out = []
+        for error in self._validator.iter_errors(data):
+            where = "".join(f"/{p}" for p in error.instance_path) or "(the whole section)"
+            out.append(f"{where}: {error.message}")
+            if len(out) >= limit:
+                break
+        return out
+
+
+def _tuple(value: Any) -> tuple[str, ...]:
+    return tuple(value) if isinstance(value, list) else (str(value),)
+
+
+class Catalogue:
+    def __init__(self, specs: Iterable[SectionSpec]) -> None:
+        self._exact: dict[str, SectionSpec] = {}
+        self._families: dict[str, SectionSpec] = {}
+        for spec in specs:
+            table = self._families if spec.name.endswith(".*") else self._exact
+            key = spec.name[:-1] if spec.name.endswith(".*") else spec.name
+            if key in table:
+                raise ValueError(f"{spec.declared_in}: section {spec.name} is declared twice")
+            table[key] = spec
+
+    @classmethod
+    def from_documents(cls, documents: Iterable[tuple[str, Mapping[str, Any]]]) -> Catalogue:
+        """From each `sections.json` (named by where it is, for messages)."""
+        return cls(
+            SectionSpec(
+                name=name,
+                platforms=_tuple(entry["platform"]),
+                subjects=_tuple(entry["subject"]),
+                title=str(entry.get("title", "")),
+                schema=entry["schema"],
+                declared_in=where,
+            )
+            for where, document in documents
+            for name, entry in document["sections"].items()
+        )
+
+    def __iter__(self) -> Iterator[SectionSpec]:
+        yield from self._exact.values()
+        yield from self._families.values()
+
+    def get(self, name: str) -> SectionSpec | None:
+        found = self._exact.get(name)
+        if found is not None:
+            return found
+        return next((s for p, s in self._families.items() if name.startswith(p)), None)
+
+    def problems_of(
+        self, policy_file: str, sections: Mapping[str, str], reads: set[Path]
+    ) -> list[str]:
+        """What a policy reading `sections` (instance key -> section name; "" for a policy of
+        one section) at the paths `reads` gets wrong: a section no connector emits, a field
+        the section's schema does not declare."""
+        problems = []
+        for key, name in sections.items():
+            spec = self.get(name)
+            if spec is None:
+                problems.append(
+                    f"{policy_file}: source {name!r} is not a section any connector emits "
+                    "(the section catalogue: each connector's sections.json)"
+                )
+                continue
+            for path in sorted(reads):
+                if key and (not path or path[0] != key):
+                    continue
+                inner = path[1:] if key else path
+                if inner and not declares(spec.schema, inner):
+                    shown = "/" + "/".join(inner)
+                    problems.append(
+                        f"{policy_file}: reads {shown} of {name}, a field its schema in "
+                        f"{spec.declared_in} does not declare"
+                    )
+        return problems
+
+
+def _resolve(root: Mapping[str, Any], node: Any, seen: frozenset[str] = frozenset()) -> list[Any]:
+    """`node` and every schema that applies at the same place (through $ref and the
+    combinators), within `root`."""
+    if not isinstance(node, Mapping):
+        return []
+    out = [node]
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/") and ref not in seen:
+        target: Any = root
+        for part in pointer_parts(ref[1:]):
+            target = target.get(part) if isinstance(target, Mapping) else None
+        out.extend(_resolve(root, target, seen | {ref}))
+    for key in _SAME_PLACE:
+        value = node.get(key)
+        for child in value if isinstance(value, list) else [value]:
+            out.extend(_resolve(root, child, seen))
+    return out
+
+
+def declares(schema: Mapping[str, Any], path: Path) -> bool:
+    """Whether `schema` declares the member at `path` (a name in `properties`, or a member of a
+    map whose values `additionalProperties` describes; "*" an item of a list)."""
+    nodes = _resolve(schema, schema)
+    for part in path:
+        reached: list[Any] = []
+        for node in nodes:
+            if part == "*":
+                for key in ("items", "contains"):
+                    reached.extend(_resolve(schema, node.get(key)))
+                prefix = node.get("prefixItems")
+                for child in prefix if isinstance(prefix, list) else []:
+                    reached.extend(_resolve(schema, child))
+            else:
+                properties = node.get("properties")
+                if isinstance(properties, Mapping) and part in properties:
+                    reached.extend(_resolve(schema, properties[part]))
+                extra = node.get("additionalProperties")
+                if isinstance(extra, Mapping):
+                    reached.extend(_resolve(schema, extra))
+        if not reached:
+            return False
+        nodes = reached
+    return True
+
+
+def paths_read(schema: Any) -> set[Path]:
+    """Every member a policy's schema constrains, as a path into the instance."""
+    found: set[Path] = set()
+    root = schema if isinstance(schema, Mapping) else {}
+
+    def walk(node: Any, at: Path, seen: frozenset[str]) -> None:
+        if not isinstance(node, Mapping):
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/") and ref not in seen:
+            target: Any = root
+            for part in pointer_parts(ref[1:]):
+                target = target.get(part) if isinstance(target, Mapping) else None
+            walk(target, at, seen | {ref})
+        properties = node.get("properties")
+        if isinstance(properties, Mapping):
+            for name, child in properties.items():
+                found.add((*at, name))
+                walk(child, (*at, name), seen)
+        required = node.get("required")
+        for name in required if isinstance(required, list) else []:
+            found.add((*at, str(name)))
+        for key in ("items", "contains"):
+            walk(node.get(key), (*at, "*"), seen)
+        prefix = node.get("prefixItems")
+        for child in prefix if isinstance(prefix, list) else []:
+            walk(child, (*at, "*"), seen)
+        for key in _SAME_PLACE:
+            value = node.get(key)
+            for child in value if isinstance(value, list) else [value]:
+                walk(child, at, seen)
+
+    walk(schema, (), frozenset())
+    return found
+
+
+def path_of_pointer(ptr: str) -> Path:
+    """A JSON pointer into an instance as a catalogue path: list indexes become "*"."""
+    return tuple("*" if part.isdigit() else part for part in pointer_parts(ptr))
