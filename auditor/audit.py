@@ -33,9 +33,10 @@ from auditor.model.errors import InputError
 from auditor.model.snapshot import Snapshot
 from auditor.policy import PolicySet, load_policies
 from auditor.redact import Redactor
-from auditor.reports import findings, html, junit, markdown, matrix, ocsf, oscal, sarif
+from auditor.reports import html, oscal
 from auditor.reports.common import ReportInput
 from auditor.reports.location import locate_config
+from auditor.reports.registry import REPORTS
 from auditor.resources import policies_dir
 from auditor.results import Results, RunInfo
 from auditor.timeutil import isoz, utcnow
@@ -456,15 +457,10 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
     keep(layout.RESULTS, dumps_pretty_bytes(results.to_json()))
     for policy in policies:
         keep(layout.POLICIES_DIR + policy.file_name, policy.content)
-    keep("report.md", markdown.render(report).encode())
-    keep("report.html", html.render(report).encode())
-    keep("matrix.csv", matrix.to_csv(matrix.rows(report)).encode())
-    keep("findings.csv", findings.to_csv(report).encode())
-    keep("findings.ocsf.json", dumps_pretty_bytes(ocsf.render(report)))
-    if changes is not None:
-        keep("diff.json", dumps_pretty_bytes(changes.to_json()))
-    keep("junit.xml", junit.render(report).encode())
-    keep("results.sarif", dumps_pretty_bytes(sarif.render(report)))
+    for kind in REPORTS:
+        content = kind.render(report)
+        if content is not None:
+            keep(kind.file, content)
     files[layout.RAW_INDEX] = raw_index(collection.raw, packer.digests())
     packer.add(layout.RAW_INDEX, files[layout.RAW_INDEX])
     hashes = packer.digests()

@@ -484,19 +484,15 @@ def _serve_email(args: argparse.Namespace, stop: threading.Event) -> int:
 
 
 def _cmd_permissions(args: argparse.Namespace, console: Console) -> int:
-    from connectors.aws.connector import iam_policy
-
-    data: dict[str, dict[str, Any]] = {
-        name: {
-            "title": c.title,
-            "permissions": [{"name": p.name, "why": p.why} for p in c.permissions()],
+    data: dict[str, dict[str, Any]] = {}
+    guides: dict[str, str] = {}
+    for name, connector in CONNECTORS.items():
+        extra, guides[name] = connector.grant_guide()
+        data[name] = {
+            "title": connector.title,
+            "permissions": [{"name": p.name, "why": p.why} for p in connector.permissions()],
+            **extra,
         }
-        for name, c in CONNECTORS.items()
-    }
-    from auditor.scaffold import m365_grant_steps
-
-    data["aws"]["iam_policy"] = iam_policy()
-    data["m365"]["grant_steps"] = m365_grant_steps()
     if args.format == "json":
         sys.stdout.write(dumps_pretty(data))
         return 0
@@ -504,11 +500,8 @@ def _cmd_permissions(args: argparse.Namespace, console: Console) -> int:
         print(f"[{name}] {entry['title']}")
         for perm in entry["permissions"]:
             print(f"  - {perm['name']}: {perm['why']}")
-        if name == "m365":
-            print(textwrap.indent(entry["grant_steps"], "  "))
-        if name == "aws":
-            print("  As an IAM policy (attach it to the role or user the audit uses):")
-            print(textwrap.indent(dumps_pretty(entry["iam_policy"]).rstrip(), "    "))
+        if guides[name]:
+            print(textwrap.indent(guides[name], "  "))
     return 0
 
 

@@ -21,14 +21,13 @@ from typing import Any
 from auditor import __version__
 from auditor.errors import ConfigError
 from connectors.aws.connector import iam_policy
-from connectors.m365.permissions import ADMIN_API_PERMISSION, READER_ROLE, permissions
+from connectors.m365.grants import app_lines, grant_lines
 
 CONFIG_FILE = "commsaudit.toml"
 ATTESTATIONS_FILE = "attestations.yaml"
 WORKFLOW_FILE = ".github/workflows/commsaudit.yml"
 
 # What the setup steps create, so the workflow and the printed steps name the same things.
-APP_NAME = "commsaudit-reader"
 AWS_ROLE_NAME = "commsaudit-audit"
 AWS_REGIONS = ("us-east-1",)
 ARTIFACT_NAME = "commsaudit-evidence"
@@ -37,10 +36,6 @@ GITHUB_OIDC_ISSUER = "https://token.actions.githubusercontent.com"
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 ENTRA_AUDIENCE = "api://AzureADTokenExchange"
 AWS_AUDIENCE = "sts.amazonaws.com"
-GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
-EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
-# The built-in role's template id is the same in every tenant.
-GLOBAL_READER_ROLE_ID = "f2ef992c-3afb-46b9-b7cf-a126ee74c451"
 
 # A real, past date for the examples: it validates (never later than the run) and is more than a
 # year old, so every "within the last year" control fails until the user enters real records.
@@ -48,7 +43,6 @@ EXAMPLE_DATE = "2025-01-15"
 # An example agreement that ended the day after it was signed: it cannot pass for a real BAA.
 EXAMPLE_EXPIRED = "2025-01-16"
 
-_GRAPH_PREFIX = "Microsoft Graph application permission "
 _ACCOUNT = re.compile(r"^[0-9]{12}$")
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _DOMAIN_TEXT = r"(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
@@ -67,16 +61,6 @@ class StarterExistsError(ConfigError):
             hint="pass --force to replace them, or choose another directory",
         )
         self.paths = paths
-
-
-def graph_permissions() -> list[str]:
-    """The Graph application permissions, from the connector's own list (`commsaudit
-    permissions`), so the steps cannot drift from what the connector reads."""
-    return [
-        p.name.removeprefix(_GRAPH_PREFIX)
-        for p in permissions()
-        if p.name.startswith(_GRAPH_PREFIX)
-    ]
 
 
 def _check_inputs(tenant: str | None, aws_account: str | None, domains: list[str]) -> None:
@@ -432,57 +416,6 @@ def _quoted_json(value: Any) -> list[str]:
     return lines
 
 
-def _app_lines() -> list[str]:
-    return [
-        "# The app registration and its service principal.",
-        f"APP_ID=$(az ad app create --display-name {APP_NAME} \\",
-        "  --sign-in-audience AzureADMyOrg --query appId -o tsv)",
-        'SP_ID=$(az ad sp create --id "$APP_ID" --query id -o tsv)',
-        'echo "In commsaudit.toml [m365], set client_id = \\"$APP_ID\\""',
-    ]
-
-
-def _grant_lines() -> list[str]:
-    """The read-only permissions, their consent and the reader role, for the app in $APP_ID
-    and its service principal in $SP_ID."""
-    # The service principal's id is only known when the steps run: close the quotes around it.
-    role_assignment = (
-        '{"principalId": "\'"$SP_ID"\'", "roleDefinitionId": "'
-        + GLOBAL_READER_ROLE_ID
-        + '", "directoryScopeId": "/"}'
-    )
-    return [
-        "# Microsoft Graph application permissions, read only.",
-        f"GRAPH={GRAPH_APP_ID}",
-        "for permission in \\",
-        *[f"    {name} \\" for name in graph_permissions()],
-        "    ; do",
-        '  role=$(az ad sp show --id "$GRAPH" \\',
-        "    --query \"appRoles[?value=='$permission'].id | [0]\" -o tsv)",
-        '  az ad app permission add --id "$APP_ID" --api "$GRAPH" --api-permissions "$role=Role"',
-        "done",
-        "",
-        f"# Office 365 Exchange Online {ADMIN_API_PERMISSION}: the Exchange admin API (Get- only).",
-        f"EXO={EXCHANGE_APP_ID}",
-        'role=$(az ad sp show --id "$EXO" \\',
-        f"  --query \"appRoles[?value=='{ADMIN_API_PERMISSION}'].id | [0]\" -o tsv)",
-        'az ad app permission add --id "$APP_ID" --api "$EXO" --api-permissions "$role=Role"',
-        "",
-        "# Admin consent for those application permissions.",
-        'az ad app permission admin-consent --id "$APP_ID"',
-        "",
-        f"# The {READER_ROLE} role for the app's service principal: Exchange Online and",
-        "# Security & Compliance settings are read through it. Right after `az ad sp create`",
-        "# the directory may not know the principal yet: if it says so, wait a minute and retry.",
-        "# National clouds: graph.microsoft.us (GCC High) or dod-graph.microsoft.us (DoD) here,",
-        '# and cloud = "gcc-high" or "dod" in commsaudit.toml.',
-        "az rest --method POST \\",
-        "  --url https://graph.microsoft.com/v1.0/roleManagement/directory/roleAssignments \\",
-        "  --headers Content-Type=application/json \\",
-        f"  --body '{role_assignment}'",
-    ]
-
-
 def _m365_steps(tenant: str, repository: str) -> list[str]:
     credential = {
         "name": "github-" + repository.replace("/", "-") + "-main",
@@ -496,7 +429,7 @@ def _m365_steps(tenant: str, repository: str) -> list[str]:
         "# Administrator): an Entra app that signs in with GitHub's OIDC token and only reads.",
         f"az login --tenant {tenant} --allow-no-subscriptions",
         "",
-        *_app_lines(),
+        *app_lines(),
         "",
         "# Trust GitHub Actions' OIDC tokens from this repository's main branch: no secret.",
         "# (A job that uses `environment:` presents repo:OWNER/REPO:environment:NAME instead.)",
@@ -504,28 +437,7 @@ def _m365_steps(tenant: str, repository: str) -> list[str]:
     ]
     lines[-1] += _quoted_json(credential)[0]
     lines += _quoted_json(credential)[1:]
-    return [*lines, "", *_grant_lines()]
-
-
-def m365_grant_steps() -> str:
-    """`commsaudit permissions`: the same grants for an app that signs in with a certificate
-    (anywhere), with a pointer to `init` for GitHub Actions' federated credential."""
-    lines = [
-        "Grant them without PowerShell: in bash with the Azure CLI, as a Global Administrator (or",
-        "a Privileged Role Administrator). The Entra admin center works too.",
-        "",
-        "az login --tenant TENANT --allow-no-subscriptions",
-        "",
-        *_app_lines(),
-        "",
-        "# Sign-in: a certificate (preferred; its key stays with you) or, for GitHub Actions, a",
-        "# federated credential with no secret at all (`commsaudit init --tenant TENANT",
-        "# --repository OWNER/REPO` prints that step).",
-        'az ad app credential reset --id "$APP_ID" --cert @commsaudit.crt --append',
-        "",
-        *_grant_lines(),
-    ]
-    return "\n".join(lines) + "\n"
+    return [*lines, "", *grant_lines()]
 
 
 def _aws_steps(aws_account: str, repository: str) -> list[str]:

@@ -188,6 +188,12 @@ class Connector(ABC):
     #: Connectors whose sections this one reads (in `ctx.upstream`); it starts when they end.
     depends_on: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def grant_guide(cls) -> tuple[dict[str, Any], str]:
+        """How to grant `permissions()`, for `commsaudit permissions`: members for its JSON
+        output (an IAM policy document, a script) and the same for a person to read."""
+        return {}, ""
+
     def __init__(self, config: dict[str, Any], base_dir: Path) -> None:
         self.config = config
         self.base_dir = base_dir

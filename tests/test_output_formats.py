@@ -26,3 +26,15 @@ def test_an_unknown_format_is_a_usage_error_naming_the_choices(tmp_path: Path) -
     proc = run_cli("audit", "--demo", "--output-formats", "junit,pdf", cwd=tmp_path)
     assert proc.returncode == 2
     assert "'pdf' is not one of markdown, html, matrix, findings, ocsf, junit, sarif" in proc.stderr
+
+
+def test_every_side_file_is_a_report_the_bundle_holds() -> None:
+    """auditor/defaults.py names the side files (for --help); auditor/reports/registry.py makes
+    them. A report added to one and not the other fails here."""
+    from auditor.defaults import SIDE_FILES
+    from auditor.evidence import layout
+    from auditor.reports.registry import REPORTS
+
+    made = {r.file for r in REPORTS} | {layout.RESULTS}
+    assert set(SIDE_FILES.values()) <= made
+    assert made - set(SIDE_FILES.values()) == {"diff.json"}  # written only against a baseline

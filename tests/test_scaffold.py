@@ -25,13 +25,13 @@ from auditor.scaffold import (
     CONFIG_FILE,
     WORKFLOW_FILE,
     StarterExistsError,
-    graph_permissions,
     setup_steps,
     trust_policy,
     write_starter,
 )
 from connectors.attestations import AttestationsConnector
 from connectors.base import CollectContext
+from connectors.m365.grants import graph_permissions
 
 from helpers import REPO, run_cli
 from test_action import VENV_BIN, actionlint, check_workflow, load_file, load_yaml

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from auditor.aws.endpoints import endpoint_problem
 from auditor.aws.session import AwsSession
+from auditor.jsonutil import dumps_pretty
 from auditor.model.errors import CollectionError, InputError
 from auditor.model.section import Platform, SubjectKind
 from connectors.aws import account as account_settings
@@ -145,6 +146,14 @@ class AwsConnector(Connector):
     @classmethod
     def permissions(cls) -> list[Permission]:
         return [Permission(action, why) for action, why in ACTIONS.items()]
+
+    @classmethod
+    def grant_guide(cls) -> tuple[dict[str, Any], str]:
+        policy = iam_policy()
+        text = "As an IAM policy (attach it to the role or user the audit uses):\n" + "\n".join(
+            f"  {line}" for line in dumps_pretty(policy).splitlines()
+        )
+        return {"iam_policy": policy}, text
 
     def planned_subjects(self) -> list[tuple[Platform, SubjectKind, str]]:
         return []

@@ -19,6 +19,7 @@ from connectors.m365.auth import METHODS, AuthSettings, TokenCache, build_creden
 from connectors.m365.clouds import CLOUDS, endpoints_for
 from connectors.m365.exchange import SYSTEM_MAILBOX, AdminApi
 from connectors.m365.fetched import Fetched, compact_json
+from connectors.m365.grants import grant_steps
 from connectors.m365.http import MIB, Destinations, Limits, Stats, make_clients
 from connectors.m365.normalise import (
     ADMIN_API_SECTIONS,
@@ -236,6 +237,11 @@ class M365Connector(Connector):
     @classmethod
     def permissions(cls) -> list[Permission]:
         return permissions()
+
+    @classmethod
+    def grant_guide(cls) -> tuple[dict[str, Any], str]:
+        steps = grant_steps()
+        return {"grant_steps": steps}, steps
 
     def _settings(self) -> tuple[AuthSettings, Limits]:
         auth = AuthSettings(
