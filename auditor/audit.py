@@ -322,55 +322,29 @@ def run_audit(
     progress: ProgressCallback | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> AuditOutcome:
-    timings = _Timings(options.clock_started)
-    env = dict(os.environ) if environ is None else dict(environ)
-    started = utcnow().replace(microsecond=0)
-    run_id = str(uuid.uuid4())
-    redactor = redactor_for(config, env)
-
-    all_policies = load_policy_set(config)
-    profile = options.profile or config.policies.profile
-    policies = select_policies(
-        config, all_policies, profile, options.controls, options.skip_controls
-    )
-    check_waiver_lifetimes(config, started.date())
-    signer = resolve_signer(config, env, ephemeral=options.ephemeral_key)
-    if signer is not None:
-        redactor.add(signing.private_pem(signer.key).decode())
-    # Read (and verified) before anything is collected: a bad baseline stops the run early.
-    baseline = read_baseline(config, options, signer)
-    connectors = build_connectors(config, started)
-
-    timings.lap("startup")
+    """A run, stage by stage: plan, collect, derive, evaluate, render, package, publish."""
+    run = _plan(config, options, environ)
     # Every member of the bundle is hashed and deflated in worker threads as soon as it is
     # final: a raw answer once it is scrubbed, while the collection goes on; the snapshot and
     # reports while the policies are evaluated and the next report rendered.
-    packer = Packer()
+    members = _Members(Packer(), run.redactor)
     # The bundle's HTML report: its template is compiled on another thread while the
     # collection waits on the network, not after it.
     threading.Thread(target=html.prepare, name="template", daemon=True).start()
     try:
-        collection = collect(
-            connectors,
-            now=started,
-            deadline_seconds=options.deadline_seconds,
-            redactor=redactor,
-            progress=progress,
-            on_scrubbed=lambda record: packer.add(layout.RAW_DIR + record.path, record.body),
-        )
-        timings.lap("collect")
-        run = _Run(
-            config, options, policies, profile, redactor, signer, timings, env, started, run_id,
-            baseline,
-        )  # fmt: skip
-        return _evaluate_and_keep(run, collection, packer)
+        collection = _collect(run, members, progress)
+        snapshot = _derive(run, collection, members)
+        evaluated = _evaluate_policies(run, snapshot)
+        report = _render(run, snapshot, evaluated, members)
+        bundle_path = _package(run, collection, snapshot, evaluated, report, members)
+        return _publish(run, bundle_path, snapshot, evaluated, report, members)
     finally:
-        packer.close()
+        members.packer.close()
 
 
 @dataclass(frozen=True)
 class _Run:
-    """What a run settled before collecting, for the steps after it."""
+    """What a run settled before collecting, for the stages after it."""
 
     config: Config
     options: AuditOptions
@@ -383,119 +357,219 @@ class _Run:
     started: dt.datetime
     run_id: str
     baseline: RunState | None
+    connectors: list[Connector]
+
+    @property
+    def name(self) -> str:
+        return bundle_name(self.started, self.run_id)
+
+    @property
+    def out_dir(self) -> Path:
+        return self.options.out or self.config.evidence.out
 
 
-def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> AuditOutcome:
-    """Evaluate the collection, render the reports, and write the bundle beside them."""
-    config, options, policies, profile = run_.config, run_.options, run_.policies, run_.profile
-    redactor, signer, timings, env = run_.redactor, run_.signer, run_.timings, run_.env
-    started, run_id, baseline = run_.started, run_.run_id, run_.baseline
-    snapshot = collection.snapshot
-    files: dict[str, bytes] = {}
+class _Members:
+    """The bundle's members as they are made, each handed to the packer at once. `keep` passes
+    a member through the last net first (config values, such as an endpoint with a password in
+    it, reach the reports through the scope); the raw answers and the snapshot are built from
+    what the collection scrubbed already."""
+
+    def __init__(self, packer: Packer, redactor: Redactor) -> None:
+        self.packer = packer
+        self._redactor = redactor
+        self.files: dict[str, bytes] = {}
+        self.netted: list[str] = []  # members the last net changed, for the manifest
+
+    def add(self, name: str, content: bytes) -> None:
+        self.files[name] = content
+        self.packer.add(name, content)
+
+    def keep(self, name: str, content: bytes) -> None:
+        cleaned = self._redactor.bytes(content)
+        if cleaned != content:
+            self.netted.append(name)
+        self.add(name, cleaned)
+
+
+@dataclass(frozen=True)
+class _Evaluated:
+    results: Results
+    context: EvaluationContext
+    durations: dict[tuple[str, str], float]  # (control, subject) -> seconds
+    finished: dt.datetime
+
+
+def _plan(config: Config, options: AuditOptions, environ: Mapping[str, str] | None) -> _Run:
+    """Everything that can stop a run settled before anything is collected: the policies and
+    their selection, waivers, the signing key, the baseline, each connector's local inputs."""
+    timings = _Timings(options.clock_started)
+    env = dict(os.environ) if environ is None else dict(environ)
+    started = utcnow().replace(microsecond=0)
+    redactor = redactor_for(config, env)
+    all_policies = load_policy_set(config)
+    profile = options.profile or config.policies.profile
+    policies = select_policies(
+        config, all_policies, profile, options.controls, options.skip_controls
+    )
+    check_waiver_lifetimes(config, started.date())
+    signer = resolve_signer(config, env, ephemeral=options.ephemeral_key)
+    if signer is not None:
+        redactor.add(signing.private_pem(signer.key).decode())
+    # Read (and verified) before anything is collected: a bad baseline stops the run early.
+    baseline = read_baseline(config, options, signer)
+    connectors = build_connectors(config, started)
+    timings.lap("startup")
+    return _Run(
+        config, options, policies, profile, redactor, signer, timings, env, started,
+        str(uuid.uuid4()), baseline, connectors,
+    )  # fmt: skip
+
+
+def _collect(run: _Run, members: _Members, progress: ProgressCallback | None) -> Collection:
+    collection = collect(
+        run.connectors,
+        now=run.started,
+        deadline_seconds=run.options.deadline_seconds,
+        redactor=run.redactor,
+        progress=progress,
+        on_scrubbed=lambda record: members.packer.add(layout.RAW_DIR + record.path, record.body),
+    )
+    run.timings.lap("collect")
     for _connector, record in collection.raw:
-        files[layout.RAW_DIR + record.path] = record.body
-        packer.add(layout.RAW_DIR + record.path, record.body)
+        members.add(layout.RAW_DIR + record.path, record.body)
+    return collection
+
+
+def _derive(run: _Run, collection: Collection, members: _Members) -> Snapshot:
+    snapshot = collection.snapshot
     derive(snapshot, derivations())
-    timings.lap("derive")
+    run.timings.lap("derive")
     # The snapshot is final once derived: it is deflated while the policies are evaluated.
-    files[layout.SNAPSHOT] = dumps_pretty_bytes(snapshot.to_json())
-    packer.add(layout.SNAPSHOT, files[layout.SNAPSHOT])
-    timings.lap("reports")
-    evaluation, context = _evaluate(config, policies, snapshot, profile, started, timings)
+    members.add(layout.SNAPSHOT, dumps_pretty_bytes(snapshot.to_json()))
+    run.timings.lap("reports")
+    return snapshot
+
+
+def _evaluate_policies(run: _Run, snapshot: Snapshot) -> _Evaluated:
+    config, policies, started = run.config, run.policies, run.started
+    evaluation, context = _evaluate(config, policies, snapshot, run.profile, started, run.timings)
     finished = utcnow().replace(microsecond=0)
     warnings = [*override_warnings(policies), *evaluation.warnings]
-    if signer is None:
+    if run.signer is None:
         warnings.append(
             "the evidence bundle is not signed: set COMMSAUDIT_SIGNING_KEY or "
             "[evidence] signing_key_file (make a key with `commsaudit keygen`)"
         )
-    run = RunInfo(
-        id=run_id,
+    info = RunInfo(
+        id=run.run_id,
         started_at=isoz(started),
         finished_at=isoz(finished),
         tool_version=__version__,
-        profile=profile,
+        profile=run.profile,
         policy_digest=policies.digest(),
         evaluated_at=isoz(started),
         validator=context.to_json()["validator"],
         warnings=warnings,
     )
-    results = Results(run=run, results=evaluation.results)
+    results = Results(run=info, results=evaluation.results)
+    return _Evaluated(results, context, evaluation.durations, finished)
 
-    out_dir = options.out or config.evidence.out
-    name = bundle_name(started, run_id)
-    who = ran_by(env)
-    scope = scope_of(snapshot)
+
+def _render(run: _Run, snapshot: Snapshot, evaluated: _Evaluated, members: _Members) -> ReportInput:
+    """The results, the policies used and every report, into the bundle."""
+    results = evaluated.results
     changes = None
-    if baseline is not None:
-        current = state_from(results, snapshot.to_json(), name)
-        changes = compare(baseline, current)
+    if run.baseline is not None:
+        changes = compare(run.baseline, state_from(results, snapshot.to_json(), run.name))
     report = ReportInput(
         results=results,
-        policies=policies,
-        scope=scope,
-        ran_by=who,
-        bundle_name=name,
+        policies=run.policies,
+        scope=scope_of(snapshot),
+        ran_by=ran_by(run.env),
+        bundle_name=run.name,
         diff=changes,
-        sarif_category=options.sarif_category,
-        durations=evaluation.durations,
-        config_location=locate_config(config.path, Path(env.get("GITHUB_WORKSPACE") or ".")),
+        sarif_category=run.options.sarif_category,
+        durations=evaluated.durations,
+        config_location=locate_config(
+            run.config.path, Path(run.env.get("GITHUB_WORKSPACE") or ".")
+        ),
     )
-
-    # Built from what the collection scrubbed: the raw answers and the snapshot were kept as
-    # they are; what else goes in the bundle passes one last net (config values, such as an
-    # endpoint with a password in it, reach the reports through the scope).
-    netted: list[str] = []
-
-    def keep(name: str, content: bytes) -> None:
-        cleaned = redactor.bytes(content)
-        if cleaned != content:
-            netted.append(name)
-        files[name] = cleaned
-        packer.add(name, cleaned)
-
-    keep(layout.RESULTS, dumps_pretty_bytes(results.to_json()))
-    for policy in policies:
-        keep(layout.POLICIES_DIR + policy.file_name, policy.content)
+    members.keep(layout.RESULTS, dumps_pretty_bytes(results.to_json()))
+    for policy in run.policies:
+        members.keep(layout.POLICIES_DIR + policy.file_name, policy.content)
     for kind in REPORTS:
         content = kind.render(report)
         if content is not None:
-            keep(kind.file, content)
-    files[layout.RAW_INDEX] = raw_index(collection.raw, packer.digests())
-    packer.add(layout.RAW_INDEX, files[layout.RAW_INDEX])
-    hashes = packer.digests()
-    oscal_name = "oscal/assessment-results.json"
-    keep(oscal_name, dumps_pretty_bytes(oscal.render(report, snapshot, hashes)))
-    timings.lap("reports")
+            members.keep(kind.file, content)
+    return report
+
+
+def _package(
+    run: _Run,
+    collection: Collection,
+    snapshot: Snapshot,
+    evaluated: _Evaluated,
+    report: ReportInput,
+    members: _Members,
+) -> Path:
+    """The raw answers' index, the OSCAL results (which cite the other members' hashes), the
+    manifest, the sums and the signature: the bundle, written."""
+    packer = members.packer
+    members.add(layout.RAW_INDEX, raw_index(collection.raw, packer.digests()))
+    members.keep(
+        "oscal/assessment-results.json",
+        dumps_pretty_bytes(oscal.render(report, snapshot, packer.digests())),
+    )
+    run.timings.lap("reports")
     # Every member deflated before the manifest is made, so it can say how long that took.
     hashes = packer.digests()
     packed = packer.packed()
-    timings.lap("bundle")
+    run.timings.lap("bundle")
 
     def make_manifest(
         listing: list[dict[str, JSON]], signature: dict[str, JSON] | None
     ) -> dict[str, JSON]:
         return build_manifest(
-            run={"id": run_id, "started_at": isoz(started), "finished_at": isoz(finished)},
-            who=who,
-            scope=scope,
-            policy_digest=policies.digest(),
-            evaluation=context.to_json(),
+            run={
+                "id": run.run_id,
+                "started_at": isoz(run.started),
+                "finished_at": isoz(evaluated.finished),
+            },
+            who=report.ran_by,
+            scope=report.scope,
+            policy_digest=run.policies.digest(),
+            evaluation=evaluated.context.to_json(),
             signature=signature,
             files=listing,
-            redacted=sorted(netted),
-            timings=timings.to_json(redactor),
-            overridden=overrides_for_manifest(policies),
+            redacted=sorted(members.netted),
+            timings=run.timings.to_json(run.redactor),
+            overridden=overrides_for_manifest(run.policies),
         )
 
-    members = assemble(files, make_manifest, signer=signer, redactor=redactor, digests=hashes)
-    bundle_path = out_dir / name
-    write_bundle(bundle_path, members, started, packed)
+    assembled = assemble(
+        members.files, make_manifest, signer=run.signer, redactor=run.redactor, digests=hashes
+    )
+    members.files = dict(assembled)
+    bundle_path = run.out_dir / run.name
+    write_bundle(bundle_path, assembled, run.started, packed)
+    return bundle_path
 
-    # The same reports beside the bundle under fixed names, for CI steps to pick up. Each is
-    # written whole or not at all; one that fails (a full disk) does not stop the others.
-    contents = dict(members)
-    chosen = options.output_formats or tuple(SIDE_FILES)
+
+def _publish(
+    run: _Run,
+    bundle_path: Path,
+    snapshot: Snapshot,
+    evaluated: _Evaluated,
+    report: ReportInput,
+    members: _Members,
+) -> AuditOutcome:
+    """The reports beside the bundle under fixed names, copies of the bundle where the config
+    sends them, and an ephemeral key's public half."""
+    out_dir = run.out_dir
+    # Each side file is written whole or not at all; one that fails (a full disk) does not stop
+    # the others.
+    contents = members.files
+    chosen = run.options.output_formats or tuple(SIDE_FILES)
     write_problems = write_side_files(
         out_dir, [(SIDE_FILES[f], contents[SIDE_FILES[f]]) for f in SIDE_FILES if f in chosen]
     )
@@ -505,12 +579,12 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
             (out_dir / name).unlink(missing_ok=True)
     published: list[Published] = []
     publish_problems: list[str] = []
-    if config.evidence.publish:
-        targets = targets_from_config(config.evidence.publish, config.evidence.base_dir)
-        published, publish_problems = publish(bundle_path, targets, finished)
+    if run.config.evidence.publish:
+        targets = targets_from_config(run.config.evidence.publish, run.config.evidence.base_dir)
+        published, publish_problems = publish(bundle_path, targets, evaluated.finished)
         copies: dict[str, JSON] = {
             "format": "commsaudit/published/v1",
-            "bundle": name,
+            "bundle": run.name,
             "copies": [p.to_json() for p in published],
             "problems": list(publish_problems),
         }
@@ -518,21 +592,22 @@ def _evaluate_and_keep(run_: _Run, collection: Collection, packer: Packer) -> Au
             out_dir, [("published.json", dumps_pretty_bytes(copies))]
         )
     public_key = None
+    signer = run.signer
     if signer is not None and signer.ephemeral:
-        key_name = name.removesuffix(".zip") + ".pub.pem"
+        key_name = run.name.removesuffix(".zip") + ".pub.pem"
         pem = signing.public_pem(signer.key.public_key())
         failed = write_side_files(out_dir, [(key_name, pem)])
         write_problems += failed
         public_key = None if failed else out_dir / key_name
     return AuditOutcome(
-        results,
+        evaluated.results,
         snapshot,
         bundle_path,
         report,
         signer,
-        redactor,
+        run.redactor,
         public_key,
-        changes,
+        report.diff,
         published,
         publish_problems,
         write_problems,

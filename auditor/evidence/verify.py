@@ -295,10 +295,25 @@ def _stream(archive: zipfile.ZipFile, info: zipfile.ZipInfo, whole: bool) -> tup
 
 
 def _verify(blob: bytes, checks: _Checks, report: VerifyReport) -> None:
-    key, reevaluate = checks.key, checks.reevaluate
-    # 1. Read the members with a lenient reader first, so damage is reported against the file
-    # it hit (a rewritten archive still shows which member changed); the byte-exact check of
-    # the archive's structure comes after the content checks.
+    """The checks in order; a step that finds the bundle unusable stops the rest (`_Stop`)."""
+    digests, contents = _read_members(blob, checks, report)
+    _check_sums(digests, contents, report)
+    manifest = _json(contents, layout.MANIFEST, report)
+    report.run_id = (manifest.get("run") or {}).get("id")
+    _check_signature(contents, manifest, checks, report)
+    _check_manifest_listing(digests, manifest, report)
+    _check_archive_bytes(blob, manifest, checks, report)
+    if checks.reevaluate and not report.problems:
+        _check_results(contents, manifest, report)
+
+
+def _read_members(
+    blob: bytes, checks: _Checks, report: VerifyReport
+) -> tuple[dict[str, _Digest], dict[str, bytes]]:
+    """Every member read with a lenient reader first, so damage is reported against the file it
+    hit (a rewritten archive still shows which member changed); the byte-exact check of the
+    archive's structure comes after the content checks."""
+    reevaluate = checks.reevaluate
     try:
         archive = zipfile.ZipFile(io.BytesIO(blob))
         infos = archive.infolist()
@@ -325,8 +340,13 @@ def _verify(blob: bytes, checks: _Checks, report: VerifyReport) -> None:
     if report.problems:
         raise _Stop
     report.contents = contents
+    return digests, contents
 
-    # 2. SHA256SUMS covers every member but itself and its signature.
+
+def _check_sums(
+    digests: dict[str, _Digest], contents: dict[str, bytes], report: VerifyReport
+) -> None:
+    """SHA256SUMS covers every member but itself and its signature."""
     if layout.SUMS not in contents:
         report.problems.append(Problem(layout.SUMS, "missing from the bundle"))
         raise _Stop
@@ -347,9 +367,12 @@ def _verify(blob: bytes, checks: _Checks, report: VerifyReport) -> None:
             report.problems.append(Problem(name, f"not listed in {layout.SUMS}"))
     report.files_checked = len(sums)
 
-    # 3. The signature over SHA256SUMS.
-    manifest = _json(contents, layout.MANIFEST, report)
-    report.run_id = (manifest.get("run") or {}).get("id")
+
+def _check_signature(
+    contents: dict[str, bytes], manifest: dict[str, Any], checks: _Checks, report: VerifyReport
+) -> None:
+    """The signature over SHA256SUMS."""
+    key = checks.key
     declared = manifest.get("signature") or {}
     signature = contents.get(layout.SIGNATURE)
     if signature is None:
@@ -421,7 +444,11 @@ def _verify(blob: bytes, checks: _Checks, report: VerifyReport) -> None:
                 )
             )
 
-    # 4. The manifest's own file list agrees with what is there.
+
+def _check_manifest_listing(
+    digests: dict[str, _Digest], manifest: dict[str, Any], report: VerifyReport
+) -> None:
+    """The manifest's own file list agrees with what is there."""
     for entry in manifest.get("files", []):
         name = entry.get("path")
         if name not in digests:
@@ -433,8 +460,12 @@ def _verify(blob: bytes, checks: _Checks, report: VerifyReport) -> None:
         if name not in listed and name not in (layout.MANIFEST, layout.SUMS, layout.SIGNATURE):
             report.problems.append(Problem(name, "not listed in the manifest"))
 
-    # 5. Every byte of the archive is as commsaudit writes it: canonical headers, nothing
-    # between or after the members, every timestamp the run's start.
+
+def _check_archive_bytes(
+    blob: bytes, manifest: dict[str, Any], checks: _Checks, report: VerifyReport
+) -> None:
+    """Every byte of the archive is as commsaudit writes it: canonical headers, nothing between or
+    after the members, every timestamp the run's start."""
     started = (manifest.get("run") or {}).get("started_at")
     try:
         moment = parse_isoz(started) if isinstance(started, str) else None
@@ -455,16 +486,19 @@ def _verify(blob: bytes, checks: _Checks, report: VerifyReport) -> None:
     except ArchiveError as exc:
         report.problems.append(Problem(exc.member or "(zip structure)", exc.problem))
 
-    # 6. The results follow from the snapshot and the policies.
-    if reevaluate and not report.problems:
-        try:
-            _reevaluate(contents, manifest, report)
-        except AuditError as exc:
-            report.problems.append(Problem(exc.where or layout.RESULTS, exc.message))
-        except (KeyError, TypeError, ValueError) as exc:
-            report.problems.append(
-                Problem(layout.RESULTS, f"cannot re-evaluate: {type(exc).__name__}: {exc}")
-            )
+
+def _check_results(
+    contents: dict[str, bytes], manifest: dict[str, Any], report: VerifyReport
+) -> None:
+    """The results follow from the snapshot and the policies."""
+    try:
+        _reevaluate(contents, manifest, report)
+    except AuditError as exc:
+        report.problems.append(Problem(exc.where or layout.RESULTS, exc.message))
+    except (KeyError, TypeError, ValueError) as exc:
+        report.problems.append(
+            Problem(layout.RESULTS, f"cannot re-evaluate: {type(exc).__name__}: {exc}")
+        )
 
 
 def describe(report: VerifyReport) -> list[str]:
