@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from auditor import __version__
 from auditor.collect import Collection, ProgressCallback, collect
@@ -81,6 +82,8 @@ class AuditOutcome:
     publish_problems: list[str] = field(default_factory=list)
     # One line per file beside the bundle that could not be written (each is whole or absent).
     write_problems: list[str] = field(default_factory=list)
+    # Each connector instance ("m365", "m365-2" ...) and the config table that made it.
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def load_policy_set(config: Config) -> PolicySet:
@@ -611,6 +614,7 @@ def _publish(
         published,
         publish_problems,
         write_problems,
+        {c.instance: c.config for c in run.connectors},
     )
 
 

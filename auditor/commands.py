@@ -248,14 +248,10 @@ def _cmd_record(args: argparse.Namespace, console: Console) -> int:
     with _progress(console, args) as progress:
         outcome = run_audit(config, options, progress=progress.update)
     terminal.render(console, outcome.report, bundle=str(outcome.bundle), redactor=outcome.redactor)
-    tables = [entry for name, entry in config.instances if name == "m365"]
-    tables = tables or [config.connectors["m365"]]
     for instance, target in write_recorded_tenants(outcome.bundle, args.tenants):
         if args.pseudonymise:
             pseudonyms = pseudonymise_tenant(target)
-            # Instances are m365, m365-2, m365-3 ...: the [[m365]] tables in order.
-            table = tables[int(instance.rpartition("-")[2]) - 1 if "-" in instance else 0]
-            glass = table.get("break_glass_accounts", [])
+            glass = outcome.tables.get(instance, {}).get("break_glass_accounts", [])
             renamed = [
                 pseudonyms.email(a) if "@" in a else pseudonyms.mapping.get(a, a) for a in glass
             ]

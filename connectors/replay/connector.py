@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from auditor.model.errors import InputError
-from auditor.model.section import Platform, SubjectKind
+from auditor.model.section import PLATFORMS, Platform, SubjectKind
 from auditor.model.snapshot import Snapshot, snapshot_from_json
 from connectors.base import CollectContext, Connector, RawRecord
 
@@ -17,7 +17,7 @@ from connectors.base import CollectContext, Connector, RawRecord
 class ReplayConnector(Connector):
     name: ClassVar[str] = "replay"
     title: ClassVar[str] = "Recorded sections"
-    platforms: ClassVar[tuple[Platform, ...]] = ("m365", "aws", "dns", "pulumi", "org")
+    platforms: ClassVar[tuple[Platform, ...]] = PLATFORMS
     config_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
