@@ -6,6 +6,7 @@ policy that reads a section no connector emits or a field no schema declares."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import zipfile
 from pathlib import Path
@@ -17,8 +18,11 @@ from test_m365_published import build_case
 
 from auditor.model.catalogue import Catalogue, declares, paths_read
 from auditor.model.section import PLATFORMS, SubjectKind
+from connectors.base import CollectContext
 from connectors.m365.fetched import read_recorded_tenant
 from connectors.m365.normalise import M365Settings, normalise
+from connectors.pulumi.connector import report_stack
+from connectors.pulumi.sources import read_export
 from connectors.registry import catalogue
 
 from helpers import REPO, run_cli
@@ -81,14 +85,17 @@ def _check(sections: list[tuple[str, str, Any]], where: str) -> int:
     return checked
 
 
-@pytest.fixture(scope="module")
-def demo_snapshot(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("demo")
-    done = run_cli("audit", "--demo", "--out", out, cwd=out)
+def _demo(organisation: str, out: Path) -> dict[str, Any]:
+    done = run_cli("audit", "--demo", organisation, "--out", out, cwd=out)
     assert done.returncode == 1, done.stderr
     (bundle,) = out.glob("*.zip")
     document: dict[str, Any] = json.loads(zipfile.ZipFile(bundle).read("snapshot.json"))
     return document
+
+
+@pytest.fixture(scope="module")
+def demo_snapshot(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _demo("contoso-health", tmp_path_factory.mktemp("demo"))
 
 
 def test_every_section_of_the_demo_is_declared_and_valid(demo_snapshot: dict[str, Any]) -> None:
@@ -109,6 +116,21 @@ def test_every_section_of_the_recorded_tenants_is_valid(tenant: str) -> None:
     ):
         sections = [(s.name, s.status, s.data) for s in normalise(fetched, settings)]
         assert _check(sections, tenant) >= 25
+
+
+def test_every_section_of_the_other_sample_organisation_is_valid(tmp_path: Path) -> None:
+    snapshot = _demo("fabrikam-clinic", tmp_path)
+    sections = [(s["name"], s["status"], s.get("data")) for s in snapshot["sections"]]
+    assert _check(sections, "fabrikam-clinic demo") >= 10
+
+
+@pytest.mark.parametrize("export", ["compliant", "noncompliant"])
+def test_every_section_of_the_pulumi_stack_fixtures_is_valid(export: str) -> None:
+    path = REPO / "fixtures" / "pulumi" / f"contoso-comms-prod.{export}.export.json"
+    ctx = CollectContext(connector="pulumi", now=NOW, deadline=math.inf)
+    report_stack(ctx, read_export(path, None, "us-east-1"))
+    sections = [(s.name, s.status, s.data) for s in ctx.sections]
+    assert _check(sections, path.name) >= 10
 
 
 def test_every_section_of_the_published_shapes_is_valid(tmp_path: Path) -> None:
