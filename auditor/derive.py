@@ -51,14 +51,24 @@ def _vendor_entry(
     }
 
 
-def derive(snapshot: Snapshot, derivations: Sequence[Callable[[Snapshot], None]] = ()) -> None:
+Derivation = Callable[[Snapshot], None]
+
+
+def derive(snapshot: Snapshot, derivations: Sequence[Derivation] = ()) -> None:
     """Add the derived sections to `snapshot` in place (once: a snapshot that already holds
     derived sections, such as one read back from a bundle, is left as it is): the connectors'
-    own `derivations` first, then the vendor agreements, which read every platform's."""
+    own `derivations` (connectors/registry.py) first, then the vendor agreements, which read
+    every platform's sections."""
     if snapshot.derived:
         return
-    for derivation in derivations:
+    for derivation in [*derivations, vendor_agreements]:
         derivation(snapshot)
+
+
+def vendor_agreements(snapshot: Snapshot) -> None:
+    """For each platform's vendors in use (`<platform>.vendors`), the business associate
+    agreement on file that covers them (`org.baa`): `<platform>.vendor_agreements`, one
+    `provider.<vendor>` section each, and `org.vendors_in_use`."""
     organisations = snapshot.scope.get("org", {}).get("organisation", [])
     baa_section = snapshot.section("org.baa", organisations[0]) if organisations else None
     agreements: list[dict[str, Any]] | None = None
