@@ -195,6 +195,7 @@ def _base_result(policy: Policy, subject: str, status: str, reason: str) -> Resu
         platform=policy.platform,
         reason=reason,
         remediation=policy.remediation_text,
+        scuba=list(policy.scuba),
     )
 
 

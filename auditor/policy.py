@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ class Policy:
     examples: tuple[Example, ...]
     file_name: str
     content: bytes = field(repr=False)
+    scuba: tuple[str, ...] = ()  # CISA SCuBA baseline policy ids
 
     @property
     def sha256(self) -> str:
@@ -257,7 +259,14 @@ def check_document(document: JSON) -> list[str]:
     if problems:
         return problems
 
+    unknown = [i for i in document.get("scuba", []) if i not in scuba_baselines()]
+    if unknown:
+        problems.append(
+            f"/scuba: {', '.join(unknown)} is no current SCuBA baseline policy "
+            "(auditor/reference/scuba-baselines.json)"
+        )
     declared = document.get("parameters", {})
+
     defaults = {name: p["default"] for name, p in declared.items()}
     for name, param in declared.items():
         if "schema" in param:
@@ -329,6 +338,7 @@ def parse_policy(content: bytes, file_name: str, where: str) -> Policy:
         severity=document["severity"],
         responsibility=document["responsibility"],
         citations=tuple(document["citations"]),
+        scuba=tuple(document.get("scuba", [])),
         category=document["category"],
         platform=document["platform"],
         subject_kind=document["subject"],
@@ -528,3 +538,11 @@ def catalogue_problems(policy_file: str, policy: Policy, catalogue: Catalogue) -
         reads |= paths_read(schema)
     reads |= {path_of_pointer(p) for p in policy.evidence_pointers}
     return catalogue.problems_of(policy_file, policy.sections, reads)
+
+
+@cache
+def scuba_baselines() -> dict[str, dict[str, str]]:
+    """CISA's SCuBA baseline policies by id (auditor/reference/scuba-baselines.json)."""
+    text = resources.files("auditor.reference").joinpath("scuba-baselines.json").read_text("utf-8")
+    policies: dict[str, dict[str, str]] = json.loads(text)["policies"]
+    return policies

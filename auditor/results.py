@@ -75,6 +75,7 @@ class Result:
     evidence: list[Evidence] = field(default_factory=list)
     remediation: str = ""
     waiver: dict[str, JSON] | None = None
+    scuba: list[str] = field(default_factory=list)  # CISA SCuBA baseline policy ids
 
     def to_json(self) -> dict[str, JSON]:
         out: dict[str, JSON] = {
@@ -93,6 +94,8 @@ class Result:
         }
         if self.waiver is not None:
             out["waiver"] = self.waiver
+        if self.scuba:
+            out["scuba"] = list(self.scuba)
         return out
 
     @classmethod
@@ -110,6 +113,7 @@ class Result:
             reason=data.get("reason", ""),
             evidence=[Evidence.from_json(e) for e in data.get("evidence", [])],
             remediation=data.get("remediation", ""),
+            scuba=list(data.get("scuba", [])),
             waiver=data.get("waiver"),
         )
 

@@ -137,7 +137,7 @@ def starter_config(tenant: str | None, aws_account: str | None, domains: list[st
         "require_signature = true",
         "",
         "[policies]",
-        'profile = "hipaa"                    # hipaa | hipaa-nprm-2025 | email-posture',
+        'profile = "hipaa"                    # hipaa | hipaa-nprm-2025 | email-posture | scuba',
         "",
     ]
     return "\n".join(parts)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from auditor.jsonutil import JSON
-from auditor.policy import PLATFORM_TITLES, SAFEGUARDS, Policy, PolicySet
+from auditor.policy import PLATFORM_TITLES, SAFEGUARDS, Policy, PolicySet, scuba_baselines
 from auditor.reports.location import ConfigLocation
 from auditor.results import SEVERITIES, STATUSES, Result, Results
 
@@ -62,6 +62,26 @@ class ReportInput:
         if isinstance(names, list) and names:
             return f"commsaudit report: {', '.join(map(str, names))}"
         return "commsaudit report"
+
+
+def cited(result: Result) -> str:
+    """The result's HIPAA citations, then the CISA SCuBA baseline policies it evaluates."""
+    parts = [", ".join(result.citations)]
+    if result.scuba:
+        parts.append("SCuBA " + ", ".join(result.scuba))
+    return "; ".join(p for p in parts if p)
+
+
+def by_scuba_baseline(results: list[Result]) -> dict[str, list[Result]]:
+    """Results by the SCuBA baseline (service) of their first SCuBA id, in the baselines'
+    order; results of controls no SCuBA policy names come last, under "Not in SCuBA"."""
+    groups: dict[str, list[Result]] = {}
+    for result in results:
+        service = scuba_baselines()[result.scuba[0]]["service"] if result.scuba else ""
+        groups.setdefault(service, []).append(result)
+    order = list(dict.fromkeys(v["service"] for v in scuba_baselines().values()))
+    ranked = sorted(groups, key=lambda s: order.index(s) if s in order else len(order))
+    return {(s or "Not in SCuBA"): groups[s] for s in ranked}
 
 
 def ordered(results: list[Result]) -> list[Result]:

@@ -17,6 +17,8 @@ from auditor.reports.common import (
     attention,
     by_platform,
     by_safeguard,
+    by_scuba_baseline,
+    cited,
     counts,
     ordered,
 )
@@ -118,9 +120,16 @@ def render(report: ReportInput) -> str:
             }
         )
     table = matrix.rows(report)
+    # The scuba profile is read by SCuBA baseline (Entra ID, Exchange Online ...); the others
+    # by platform.
+    grouped = (
+        by_scuba_baseline(ordered(results))
+        if report.results.run.profile == "scuba"
+        else by_platform(ordered(results))
+    )
     all_by_platform = [
-        (platform, sorted(group, key=lambda r: (r.control, r.subject)))
-        for platform, group in by_platform(ordered(results)).items()
+        (heading, sorted(group, key=lambda r: (r.control, r.subject)))
+        for heading, group in grouped.items()
     ]
     return (
         _environment()
@@ -140,6 +149,7 @@ def render(report: ReportInput) -> str:
             matrix=table,
             uncovered=sum(1 for row in table if not row.covered),
             all_by_platform=all_by_platform,
+            cited=cited,
             warnings=report.results.run.warnings,
         )
     )

@@ -11,6 +11,7 @@ from auditor.reports.common import (
     ReportInput,
     attention,
     by_safeguard,
+    cited,
     counts,
     group_by,
     md_cell,
@@ -93,7 +94,7 @@ def _finding(report: ReportInput, result: Result, *, evidence: bool) -> list[str
         "",
         f"**{md_cell(result.title)}** · severity {md_cell(result.severity)} · "
         f"{md_cell(result.responsibility)} responsibility · "
-        f"{md_cell(', '.join(result.citations))}",
+        f"{md_cell(cited(result))}",
         "",
         md_cell(result.reason),
         "",
@@ -160,7 +161,7 @@ def _all_results(report: ReportInput) -> list[str]:
         out.append("| Status | Control | Subject | Severity | Citations |")
         out.append("|---|---|---|---|---|")
         for r in sorted(group, key=lambda r: (r.control, r.subject)):
-            citations = md_cell(", ".join(r.citations))
+            citations = md_cell(cited(r))
             out.append(
                 f"| {STATUS_LABELS[r.status]} | {md_code(r.control, in_table=True)} | "
                 f"{md_cell(r.subject)} | {md_cell(r.severity)} | {citations} |"

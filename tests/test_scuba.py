@@ -1,0 +1,77 @@
+"""CISA SCuBA beside HIPAA: the baseline catalogue (auditor/reference/scuba-baselines.json), the
+SCuBA ids controls carry, the `scuba` profile, and docs/scuba.md's coverage table."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from scuba_coverage import page
+
+from auditor.policy import load_policies, scuba_baselines
+from auditor.resources import policies_dir
+
+from helpers import REPO, members, run_cli
+
+
+def test_the_catalogue_holds_the_92_policies_of_the_five_baselines() -> None:
+    baselines = scuba_baselines()
+    assert Counter(p["baseline"] for p in baselines.values()) == {
+        "aad": 34,
+        "exo": 12,
+        "securitysuite": 24,
+        "sharepoint": 8,
+        "teams": 14,
+    }
+    assert all(p["level"] in ("SHALL", "SHOULD") for p in baselines.values())
+    assert baselines["MS.AAD.1.1v1"]["statement"] == "Legacy authentication SHALL be blocked."
+
+
+def test_controls_with_scuba_ids_are_the_scuba_profile() -> None:
+    policies = load_policies([policies_dir()])
+    tagged = {p.id for p in policies if p.scuba}
+    in_profile = {p.id for p in policies if "scuba" in p.profiles}
+    assert tagged == in_profile
+    assert len(tagged) >= 16
+    assert all(i in scuba_baselines() for p in policies for i in p.scuba)
+
+
+def test_the_coverage_page_is_generated_from_the_policies() -> None:
+    """Regenerate with: python tests/scuba_coverage.py > docs/scuba.md"""
+    assert (REPO / "docs" / "scuba.md").read_text() == page()
+
+
+def test_lint_rejects_a_scuba_id_that_is_no_baseline_policy(tmp_path: Path) -> None:
+    policy = json.loads((REPO / "policies" / "m365.auth.legacy-blocked.json").read_text())
+    policy["id"] = "custom.made-up-scuba"
+    policy["scuba"] = ["MS.AAD.99.1v1"]
+    (tmp_path / "custom.made-up-scuba.json").write_text(json.dumps(policy))
+    done = run_cli("policies", "lint", tmp_path, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "/scuba: MS.AAD.99.1v1 is no current SCuBA baseline policy" in done.stdout + done.stderr
+
+
+def test_the_scuba_profile_reports_scuba_ids_beside_hipaa_citations(tmp_path: Path) -> None:
+    done = run_cli(
+        "audit", "--demo", "--profile", "scuba", "--out", tmp_path, "--format", "json", cwd=tmp_path
+    )
+    assert done.returncode == 1, done.stderr  # the demo's news domain has DMARC p=none
+    results = json.loads(done.stdout)["results"]
+    assert results and all(r["scuba"] and r["citations"] for r in results)
+    legacy = next(r for r in results if r["control"] == "m365.auth.legacy-blocked")
+    assert (legacy["scuba"], legacy["citations"]) == (["MS.AAD.1.1v1"], ["164.312(d)"])
+    (bundle,) = tmp_path.glob("*.zip")
+    files = members(bundle)
+    html = files["report.html"].decode()
+    # All results grouped by SCuBA baseline, in the baselines' order.
+    section = html[html.index('<section id="results">') :]
+    headings = re.findall(r"<h3>([^<]+)</h3>", section)
+    assert headings[:3] == [
+        "Microsoft Entra ID",
+        "Exchange Online",
+        "Security suite (Defender, EOP, Purview)",
+    ]
+    assert "164.312(d); SCuBA MS.AAD.1.1v1" in html
+    assert "164.312(d); SCuBA MS.AAD.1.1v1" in files["report.md"].decode()
