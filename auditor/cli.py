@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     def selection(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, help="config file (default: ./commsaudit.toml)")
         p.add_argument(
-            "--profile", help="policy profile: hipaa (default), hipaa-nprm-2025, email-posture, scuba"
+            "--profile",
+            help="policy profile: hipaa (default), hipaa-nprm-2025, email-posture, scuba",
         )
         p.add_argument(
             "--controls",
