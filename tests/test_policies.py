@@ -145,7 +145,13 @@ def test_shipped_policies_match_the_catalog() -> None:
     for control in catalog:  # every platform's connector is in this build
         assert control in policies, f"{control} from the catalog has no policy file"
     for control, policy in policies.items():
-        assert control in catalog, f"{control} is not in the catalog"
+        if control not in catalog:
+            # The catalog is HIPAA's; SCuBA baseline controls beyond it (issue #17) run only in
+            # the scuba profile, each naming the SCuBA policies it evaluates.
+            assert policy.profiles == ("scuba",) and policy.scuba, (
+                f"{control} is not in the catalog"
+            )
+            continue
         side, citations = catalog[control]
         assert policy.responsibility == RESPONSIBILITY[side], control
         assert set(citations) <= set(policy.citations), (control, citations, policy.citations)

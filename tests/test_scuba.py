@@ -75,3 +75,22 @@ def test_the_scuba_profile_reports_scuba_ids_beside_hipaa_citations(tmp_path: Pa
     ]
     assert "164.312(d); SCuBA MS.AAD.1.1v1" in html
     assert "164.312(d); SCuBA MS.AAD.1.1v1" in files["report.md"].decode()
+
+
+def test_the_clinic_with_planted_failures_fails_its_scuba_controls(tmp_path: Path) -> None:
+    done = run_cli(
+        "audit",
+        "--demo",
+        "fabrikam-clinic",
+        "--profile",
+        "scuba",
+        "--out",
+        tmp_path,
+        "--format",
+        "json",
+        cwd=tmp_path,
+    )
+    statuses = {r["control"]: r["status"] for r in json.loads(done.stdout)["results"]}
+    assert statuses["m365.entra.guest-access-restricted"] == "fail"  # same access as members
+    assert statuses["m365.entra.app-registration-admins-only"] == "fail"
+    assert statuses["m365.entra.weak-methods-disabled"] == "pass"
