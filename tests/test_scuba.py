@@ -3,6 +3,7 @@ SCuBA ids controls carry, the `scuba` profile, and docs/scuba.md's coverage tabl
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections import Counter
@@ -12,8 +13,11 @@ from scuba_coverage import page
 
 from auditor.policy import load_policies, scuba_baselines
 from auditor.resources import policies_dir
+from connectors.m365.fetched import Fetched, read_recorded_tenant
+from connectors.m365.normalise import M365Settings
 
 from helpers import REPO, members, run_cli
+from m365_verdicts import NOW, evaluate_fetched
 
 
 def test_the_catalogue_holds_the_92_policies_of_the_five_baselines() -> None:
@@ -94,3 +98,51 @@ def test_the_clinic_with_planted_failures_fails_its_scuba_controls(tmp_path: Pat
     assert statuses["m365.entra.guest-access-restricted"] == "fail"  # same access as members
     assert statuses["m365.entra.app-registration-admins-only"] == "fail"
     assert statuses["m365.entra.weak-methods-disabled"] == "pass"
+
+
+# A Conditional Access policy as Graph v1.0 returns it (the conditionalAccessPolicy resource
+# type's published example, ids and names invented), to which each case adds its condition.
+_CA_POLICY = {
+    "id": "9a1c2b3d-0000-4000-8000-0000000000c1",
+    "displayName": "Block risk",
+    "state": "enabled",
+    "conditions": {
+        "userRiskLevels": [],
+        "signInRiskLevels": [],
+        "clientAppTypes": ["all"],
+        "authenticationFlows": None,
+        "applications": {"includeApplications": ["All"], "excludeApplications": []},
+        "users": {"includeUsers": ["All"], "excludeUsers": [], "excludeGroups": []},
+    },
+    "grantControls": {"operator": "OR", "builtInControls": ["block"]},
+}
+_CASES = {
+    "m365.entra.high-risk-users-blocked": ("userRiskLevels", ["high"]),
+    "m365.entra.high-risk-sign-ins-blocked": ("signInRiskLevels", ["high"]),
+    "m365.entra.device-code-flow-blocked": (
+        "authenticationFlows",
+        {"transferMethods": "deviceCodeFlow"},
+    ),
+}
+
+
+def _verdicts(conditions: dict[str, object]) -> dict[str, str]:
+    info, fetched = read_recorded_tenant(REPO / "fixtures" / "tenants" / "contoso-health", NOW)
+    path = "graph/v1.0/identity/conditionalAccess/policies"
+    existing = fetched[path].data["value"]
+    policy = copy.deepcopy(_CA_POLICY)
+    policy["conditions"].update(conditions)
+    answers = dict(fetched)
+    answers[path] = Fetched(path, 200, {"value": [*existing, policy]}, NOW)
+    results = evaluate_fetched(info, answers, M365Settings(), "scuba", controls=list(_CASES))
+    return {c: r.status for c, r in results.items()}
+
+
+def test_risk_and_device_code_blocks_are_recognised() -> None:
+    assert set(_verdicts({}).values()) == {"fail"}  # the sample tenant blocks none of them
+    for control, (key, value) in _CASES.items():
+        verdicts = _verdicts({key: value})
+        assert verdicts[control] == "pass", (control, verdicts)
+        # The same block narrowed by one more condition covers only some sign-ins.
+        narrower = _verdicts({key: value, "platforms": {"includePlatforms": ["android"]}})
+        assert narrower[control] == "fail", control

@@ -114,6 +114,21 @@ def _unread_members(name: str, value: Any, read: frozenset[str]) -> list[str]:
     ]
 
 
+def _strings(value: Any) -> list[str]:
+    """A condition's list of values; anything else (an odd shape) as no value at all: the
+    condition still narrows the policy (`limiting_conditions`), so nothing widens."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _transfer_methods(flows: Any) -> list[str]:
+    """`authenticationFlows.transferMethods`: Graph's flag enumeration, one comma-separated
+    string ("deviceCodeFlow,authenticationTransfer")."""
+    methods = flows.get("transferMethods") if isinstance(flows, Mapping) else None
+    if not isinstance(methods, str):
+        return []
+    return [m.strip() for m in methods.split(",") if m.strip()]
+
+
 def combination_is_multifactor(combination: str) -> bool:
     modes = [m.strip() for m in combination.split(",") if m.strip()]
     if not modes or any(m not in KNOWN_MODES for m in modes):
@@ -227,6 +242,11 @@ def policy_facts(
         "include_roles": list(users.get("includeRoles") or []),
         "exclude_roles": list(users.get("excludeRoles") or []),
         "client_app_types": client_apps,
+        # The values of three narrowing conditions, for the controls that target exactly them
+        # (blocking high-risk users, high-risk sign-ins, the device code flow).
+        "user_risk_levels": _strings(conditions.get("userRiskLevels")),
+        "sign_in_risk_levels": _strings(conditions.get("signInRiskLevels")),
+        "transfer_methods": _transfer_methods(conditions.get("authenticationFlows")),
         "narrowed_by": narrowed_by,
         "scoped_by": scoped_by,
         **grant,
