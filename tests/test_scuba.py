@@ -146,3 +146,36 @@ def test_risk_and_device_code_blocks_are_recognised() -> None:
         # The same block narrowed by one more condition covers only some sign-ins.
         narrower = _verdicts({key: value, "platforms": {"includePlatforms": ["android"]}})
         assert narrower[control] == "fail", control
+
+
+def test_sharing_policies_are_read_and_judged(tmp_path: Path) -> None:
+    """Get-SharingPolicy through the Exchange admin API: the sample tenant shares with one named
+    partner only; the clinic with planted failures shares calendars and contacts with '*'."""
+    verdicts = {}
+    for organisation in ("contoso-health", "fabrikam-clinic"):
+        out = tmp_path / organisation
+        out.mkdir()
+        done = run_cli(
+            "audit",
+            "--demo",
+            organisation,
+            "--profile",
+            "scuba",
+            "--out",
+            out,
+            "--format",
+            "json",
+            cwd=out,
+        )
+        results = json.loads(done.stdout)["results"]
+        verdicts[organisation] = {
+            r["control"]: r["status"] for r in results if r["control"].startswith("m365.exo.c")
+        }
+    assert verdicts["contoso-health"] == {
+        "m365.exo.calendar-not-shared-with-all": "pass",
+        "m365.exo.contacts-not-shared-with-all": "pass",
+    }
+    assert verdicts["fabrikam-clinic"] == {
+        "m365.exo.calendar-not-shared-with-all": "fail",
+        "m365.exo.contacts-not-shared-with-all": "fail",
+    }

@@ -102,6 +102,7 @@ EXCHANGE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("Get-Mailbox", {"ResultSize": "Unlimited"}),
     ("Get-MailboxAuditBypassAssociation", {"ResultSize": "Unlimited"}),
     ("Get-AcceptedDomain", {}),
+    ("Get-SharingPolicy", {}),
 )
 COMPLIANCE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     # Without DistributionDetail, DistributionStatus reads "Pending" whatever the truth
