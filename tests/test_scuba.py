@@ -179,3 +179,13 @@ def test_sharing_policies_are_read_and_judged(tmp_path: Path) -> None:
         "m365.exo.calendar-not-shared-with-all": "fail",
         "m365.exo.contacts-not-shared-with-all": "fail",
     }
+
+
+def test_connection_filter_is_read_and_judged(tmp_path: Path) -> None:
+    done = run_cli(
+        "audit", "--demo", "fabrikam-clinic", "--profile", "scuba", "--out", tmp_path,
+        "--format", "json", cwd=tmp_path,
+    )  # fmt: skip
+    statuses = {r["control"]: r["status"] for r in json.loads(done.stdout)["results"]}
+    assert statuses["m365.exo.no-ip-allow-list"] == "fail"  # 203.0.113.0/24 skips filtering
+    assert statuses["m365.exo.safe-list-off"] == "fail"

@@ -103,6 +103,7 @@ EXCHANGE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("Get-MailboxAuditBypassAssociation", {"ResultSize": "Unlimited"}),
     ("Get-AcceptedDomain", {}),
     ("Get-SharingPolicy", {}),
+    ("Get-HostedConnectionFilterPolicy", {}),
 )
 COMPLIANCE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     # Without DistributionDetail, DistributionStatus reads "Pending" whatever the truth

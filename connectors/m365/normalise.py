@@ -666,6 +666,7 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.exo.mailbox_auditing": _mailbox_auditing,
     "m365.exo.accepted_domains": _cmdlet("exo/Get-AcceptedDomain"),
     "m365.exo.sharing_policies": _cmdlet("exo/Get-SharingPolicy"),
+    "m365.exo.connection_filter_policies": _cmdlet("exo/Get-HostedConnectionFilterPolicy"),
     "m365.purview.dlp": lambda r, _s: _dlp(r),
     "m365.purview.retention": lambda r, _s: _retention(r),
     "m365.purview.audit_retention": lambda r, _s: _audit_retention(r),
