@@ -18,7 +18,7 @@ import jsonschema_rs
 from auditor.jsonutil import pointer_parts
 
 # A path into a section's data: member names, and "*" for any item of a list.
-Path = tuple[str, ...]
+FieldPath = tuple[str, ...]
 _SAME_PLACE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else")
 
 
@@ -88,7 +88,7 @@ class Catalogue:
         return next((s for p, s in self._families.items() if name.startswith(p)), None)
 
     def problems_of(
-        self, policy_file: str, sections: Mapping[str, str], reads: set[Path]
+        self, policy_file: str, sections: Mapping[str, str], reads: set[FieldPath]
     ) -> list[str]:
         """What a policy reading `sections` (instance key -> section name; "" for a policy of
         one section) at the paths `reads` gets wrong: a section no connector emits, a field
@@ -134,7 +134,7 @@ def _resolve(root: Mapping[str, Any], node: Any, seen: frozenset[str] = frozense
     return out
 
 
-def declares(schema: Mapping[str, Any], path: Path) -> bool:
+def declares(schema: Mapping[str, Any], path: FieldPath) -> bool:
     """Whether `schema` declares the member at `path` (a name in `properties`, or a member of a
     map whose values `additionalProperties` describes; "*" an item of a list)."""
     nodes = _resolve(schema, schema)
@@ -160,12 +160,12 @@ def declares(schema: Mapping[str, Any], path: Path) -> bool:
     return True
 
 
-def paths_read(schema: Any) -> set[Path]:
+def paths_read(schema: Any) -> set[FieldPath]:
     """Every member a policy's schema constrains, as a path into the instance."""
-    found: set[Path] = set()
+    found: set[FieldPath] = set()
     root = schema if isinstance(schema, Mapping) else {}
 
-    def walk(node: Any, at: Path, seen: frozenset[str]) -> None:
+    def walk(node: Any, at: FieldPath, seen: frozenset[str]) -> None:
         if not isinstance(node, Mapping):
             return
         ref = node.get("$ref")
@@ -196,6 +196,6 @@ def paths_read(schema: Any) -> set[Path]:
     return found
 
 
-def path_of_pointer(ptr: str) -> Path:
+def path_of_pointer(ptr: str) -> FieldPath:
     """A JSON pointer into an instance as a catalogue path: list indexes become "*"."""
     return tuple("*" if part.isdigit() else part for part in pointer_parts(ptr))
