@@ -66,6 +66,8 @@ def test_the_scuba_profile_reports_scuba_ids_beside_hipaa_citations(tmp_path: Pa
     assert results and all(r["scuba"] and r["citations"] for r in results)
     legacy = next(r for r in results if r["control"] == "m365.auth.legacy-blocked")
     assert (legacy["scuba"], legacy["citations"]) == (["MS.AAD.1.1v1"], ["164.312(d)"])
+    consent = next(r for r in results if r["control"] == "m365.entra.admin-consent-workflow")
+    assert consent["status"] == "pass"  # read from GET /policies/adminConsentRequestPolicy
     (bundle,) = tmp_path.glob("*.zip")
     files = members(bundle)
     html = files["report.html"].decode()
@@ -98,6 +100,7 @@ def test_the_clinic_with_planted_failures_fails_its_scuba_controls(tmp_path: Pat
     assert statuses["m365.entra.guest-access-restricted"] == "fail"  # same access as members
     assert statuses["m365.entra.app-registration-admins-only"] == "fail"
     assert statuses["m365.entra.weak-methods-disabled"] == "pass"
+    assert statuses["m365.entra.admin-consent-workflow"] == "fail"  # the workflow is off
 
 
 # A Conditional Access policy as Graph v1.0 returns it (the conditionalAccessPolicy resource

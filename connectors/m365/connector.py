@@ -63,6 +63,7 @@ LONGEST_CHAINS = (USERS, REGISTRATIONS)
 GRAPH_SINGLES = (
     "policies/identitySecurityDefaultsEnforcementPolicy",
     "policies/authorizationPolicy",
+    "policies/adminConsentRequestPolicy",
     "policies/authenticationMethodsPolicy",
     "admin/sharepoint/settings",
     "security/secureScores?$top=1",

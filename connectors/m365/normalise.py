@@ -643,6 +643,9 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.entra.role_coverage": _role_coverage,
     "m365.entra.user_registration": _registration,
     "m365.entra.authorization_policy": _body("graph/v1.0/policies/authorizationPolicy"),
+    "m365.entra.admin_consent_request_policy": _body(
+        "graph/v1.0/policies/adminConsentRequestPolicy"
+    ),
     "m365.entra.user_consent": _user_consent,
     "m365.entra.authentication_methods_policy": _body(
         "graph/v1.0/policies/authenticationMethodsPolicy"
