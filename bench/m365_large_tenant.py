@@ -11,7 +11,7 @@ its own process, so on a small machine they compete for the cores.
 
     python bench/m365_large_tenant.py [--users N] [--mailboxes N] [--policies N]
                                       [--latency-ms N] [--page-size N]
-                                      [--mode both|command|connector]
+                                      [--mode both|command|connector] [--profile NAME]
 
 Figures only; nothing here asserts a time.
 """
@@ -166,6 +166,7 @@ def main() -> None:
         "--per-host", type=int, default=8, help="the connector's concurrency cap per host"
     )
     parser.add_argument("--mode", choices=["both", "command", "connector"], default="both")
+    parser.add_argument("--profile", default="hipaa", help="the profile the command audits with")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="commsaudit-bench-"))
@@ -216,9 +217,9 @@ def main() -> None:
         if args.mode in ("both", "command"):
             config = work / "commsaudit.toml"
             config.write_text("".join(lines) + limits)
-            run = run_audit(config, work / "out", "--profile", "hipaa", "--format", "json")
+            run = run_audit(config, work / "out", "--profile", args.profile, "--format", "json")
             print(
-                "the whole command: commsaudit audit --profile hipaa "
+                f"the whole command: commsaudit audit --profile {args.profile} "
                 "(its bytecode compiled beforehand, as an installed copy has it)"
             )
             print(f"  wall time:         {run.wall:.2f} s (exit {run.exit_code}; {run.summary})")
