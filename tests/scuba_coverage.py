@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script from a checkout, the repository is not on the path yet: hence the imports
+# below this line (E402). Imported by tests/test_scuba.py, it changes nothing.
 sys.path.insert(0, str(ROOT))
 
 from auditor.policy import load_policies, scuba_baselines  # noqa: E402
