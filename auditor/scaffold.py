@@ -224,6 +224,14 @@ def starter_attestations(tenant: str | None, aws_account: str | None) -> str:
             ]
     else:
         parts.append("vendor_verifications: []")
+    parts += [
+        "",
+        "# For --profile scuba: the CISA SCuBA policies no read-only API can show, checked by",
+        "# hand (MS.AAD.2.2v1, MS.AAD.4.1v1, MS.AAD.8.3v1, MS.SECURITYSUITE.3.5v1 and 4.2v1).",
+        "manual_checks: []",
+        f"#  - {{check: MS.AAD.4.1v1, date: {EXAMPLE_DATE}, performed_by: SOC lead, met: true,",
+        "#     how: Entra diagnostic settings send sign-in and audit logs to the SIEM}",
+    ]
     parts.append("")
     return "\n".join(parts)
 

@@ -93,6 +93,34 @@ def test_json_attestations_work_too(tmp_path: Path) -> None:
     assert sections["org.risk_analysis"]["latest"]["age_days"] == 26  # type: ignore[index]
 
 
+def test_manual_checks_keep_the_latest_and_not_met_wins_a_tie(tmp_path: Path) -> None:
+    sections = _collect(
+        tmp_path,
+        "organisation: Example Clinic\nmanual_checks:\n"
+        "  - {check: MS.AAD.4.1v1, date: 2025-10-01, performed_by: A, met: true}\n"
+        "  - {check: MS.AAD.4.1v1, date: 2026-10-01, performed_by: B, met: false}\n"
+        "  - {check: MS.AAD.2.2v1, date: 2026-11-01, performed_by: C, met: true, how: portal}\n"
+        "  - {check: MS.AAD.2.2v1, date: 2026-11-01, performed_by: D, met: false}\n",
+    )
+    checks = sections["org.manual_checks"]["checks"]  # type: ignore[index]
+    assert list(checks) == ["MS.AAD.2.2v1", "MS.AAD.4.1v1"]
+    # A later check that found the policy not met replaces an older one that found it met.
+    assert checks["MS.AAD.4.1v1"] == {
+        "latest": {
+            "check": "MS.AAD.4.1v1",
+            "date": "2026-10-01",
+            "performed_by": "B",
+            "met": False,
+            "age_days": 57,
+        },
+        "count": 2,
+    }
+    # Two checks on one day that disagree: the one that found it not met counts.
+    assert checks["MS.AAD.2.2v1"]["latest"]["performed_by"] == "D"
+    none = _collect(tmp_path, "organisation: Example Clinic\n")
+    assert none["org.manual_checks"] == {"checks": {}}
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -115,6 +143,21 @@ def test_json_attestations_work_too(tmp_path: Path) -> None:
         (
             "organisation: X\nrestore_tests:\n  - {date: 2026-01-01, system: s, succeeded: true}\n",
             "attestations.yaml:3: restore_tests[0]: 'restore_hours' is a required property",
+        ),
+        (
+            "organisation: X\nmanual_checks:\n  - {check: AAD-4.1, date: 2026-01-01, "
+            "performed_by: A, met: true}\n",
+            "attestations.yaml:3: manual_checks[0].check: 'AAD-4.1' does not have the expected form",
+        ),
+        (
+            "organisation: X\nmanual_checks:\n  - {check: MS.AAD.4.1v1, date: 2026-01-01, "
+            "performed_by: A}\n",
+            "attestations.yaml:3: manual_checks[0]: 'met' is a required property",
+        ),
+        (
+            "organisation: X\nmanual_checks:\n  - {check: MS.AAD.4.1v1, date: 2026-12-01, "
+            "performed_by: A, met: true}\n",
+            "attestations.yaml:3: manual_checks[0].date: 2026-12-01 is later than today",
         ),
         ("organisation: X\n  trainings: [\n", "attestations.yaml:2: invalid YAML"),
         (

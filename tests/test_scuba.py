@@ -192,3 +192,54 @@ def test_connection_filter_is_read_and_judged(tmp_path: Path) -> None:
     statuses = {r["control"]: r["status"] for r in json.loads(done.stdout)["results"]}
     assert statuses["m365.exo.no-ip-allow-list"] == "fail"  # 203.0.113.0/24 skips filtering
     assert statuses["m365.exo.safe-list-off"] == "fail"
+
+
+def test_dmarc_policies_of_the_exchange_baseline(tmp_path: Path) -> None:
+    done = run_cli(
+        "audit", "--demo", "--profile", "scuba", "--out", tmp_path, "--format", "json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    results = {
+        (r["control"], r["subject"]): r
+        for r in json.loads(done.stdout)["results"]
+        if r["control"].startswith("dns.dmarc.")
+    }
+    statuses = {key: r["status"] for key, r in results.items()}
+    assert statuses[("dns.dmarc.reject", "contoso-health.org")] == "pass"
+    assert statuses[("dns.dmarc.reject", "contoso-health-news.org")] == "fail"  # p=none
+    # The newsletter domain names no failure-report address; the main domain names its own.
+    assert statuses[("dns.dmarc.report-contacts", "contoso-health.org")] == "pass"
+    assert statuses[("dns.dmarc.report-contacts", "contoso-health-news.org")] == "fail"
+    # CISA's reporting address is for federal agencies: not applicable, and it says why.
+    cisa = results[("dns.dmarc.cisa-reports", "contoso-health.org")]
+    assert cisa["status"] == "not_applicable"
+    assert "federal_reporting" in cisa["reason"]
+
+
+def test_manual_policies_read_dated_checks_from_the_attestations_file(tmp_path: Path) -> None:
+    manual = {
+        "org.manual.risk-notifications": "MS.AAD.2.2v1",
+        "org.manual.security-logs-to-soc": "MS.AAD.4.1v1",
+        "org.manual.guest-invite-domains": "MS.AAD.8.3v1",
+        "org.manual.dlp-restricted-apps": "MS.SECURITYSUITE.3.5v1",
+        "org.manual.alerts-monitored": "MS.SECURITYSUITE.4.2v1",
+    }
+    verdicts = {}
+    for demo in ("contoso-health", "fabrikam-clinic"):
+        done = run_cli(
+            "audit", "--demo", demo, "--profile", "scuba", "--out", tmp_path / demo,
+            "--format", "json", cwd=tmp_path,
+        )  # fmt: skip
+        verdicts[demo] = {
+            r["control"]: (r["status"], r["scuba"], r["reason"])
+            for r in json.loads(done.stdout)["results"]
+            if r["control"] in manual
+        }
+    assert {c: v[:2] for c, v in verdicts["contoso-health"].items()} == {
+        c: ("pass", [i]) for c, i in manual.items()
+    }
+    clinic = verdicts["fabrikam-clinic"]
+    assert {c: v[0] for c, v in clinic.items()} == dict.fromkeys(manual, "fail")
+    assert "age_days is 500" in clinic["org.manual.security-logs-to-soc"][2]  # too old
+    assert "met is false" in clinic["org.manual.alerts-monitored"][2]  # checked, not met
+    assert 'lacks required property "MS.AAD.2.2v1"' in clinic["org.manual.risk-notifications"][2]

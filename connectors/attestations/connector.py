@@ -28,6 +28,7 @@ _PAST_DATES = {
     "incident_response_reviews": "date",
     "compliance_audits": "date",
     "vendor_verifications": "date",
+    "manual_checks": "date",
 }
 
 

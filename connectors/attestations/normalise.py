@@ -95,4 +95,20 @@ def normalise(document: dict[str, Any], today: dt.date) -> dict[str, Any]:
             }
         )
     sections["org.vendor_verification"] = {"vendors": vendors}
+    sections["org.manual_checks"] = _manual_checks(document.get("manual_checks", []), today)
     return sections
+
+
+def _manual_checks(records: list[dict[str, Any]], today: dt.date) -> dict[str, Any]:
+    """The latest record of each baseline policy checked by hand. Only the latest counts: a
+    policy found met a year ago and
+    not met last week is not met."""
+    by_check: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_check.setdefault(record["check"], []).append(record)
+    checks = {}
+    for check, mine in sorted(by_check.items()):
+        # On one day, a record that found the policy not met outweighs one that found it met.
+        latest = max(mine, key=lambda r: (r["date"], not r["met"]))
+        checks[check] = {"latest": _with_age(latest, today), "count": len(mine)}
+    return {"checks": checks}
