@@ -186,6 +186,33 @@ def test_a_grant_is_mfa_only_when_every_way_through_is(grant: dict[str, Any], mf
     assert grant_facts(grant, {})["requires_mfa"] is mfa
 
 
+@pytest.mark.parametrize(
+    ("grant", "managed"),
+    [
+        ({"operator": "OR", "builtInControls": ["compliantDevice", "domainJoinedDevice"]}, True),
+        ({"operator": "OR", "builtInControls": ["compliantDevice"]}, True),
+        ({"operator": "OR", "builtInControls": ["compliantDevice", "mfa"]}, False),
+        ({"operator": "AND", "builtInControls": ["compliantDevice", "mfa"]}, True),
+        ({"operator": "OR", "builtInControls": ["approvedApplication"]}, False),
+        (
+            {
+                "operator": "OR",
+                "builtInControls": ["domainJoinedDevice"],
+                "authenticationStrength": _strength("fido2"),
+            },
+            False,
+        ),
+        ({"operator": "OR", "builtInControls": ["compliantDevice"], "termsOfUse": ["t"]}, False),
+        ({"operator": "NAND", "builtInControls": ["compliantDevice"]}, False),
+        ({}, False),
+    ],
+)
+def test_a_grant_needs_a_managed_device_only_when_every_way_through_does(
+    grant: dict[str, Any], managed: bool
+) -> None:
+    assert grant_facts(grant, {})["requires_managed_device"] is managed
+
+
 def test_location_limits_name_the_parameter_and_leave_neutral_ones_alone() -> None:
     policy = {
         "ExchangeLocation": [{"Name": "All", "DisplayName": "All"}],

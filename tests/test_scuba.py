@@ -243,3 +243,29 @@ def test_manual_policies_read_dated_checks_from_the_attestations_file(tmp_path: 
     assert "age_days is 500" in clinic["org.manual.security-logs-to-soc"][2]  # too old
     assert "met is false" in clinic["org.manual.alerts-monitored"][2]  # checked, not met
     assert 'lacks required property "MS.AAD.2.2v1"' in clinic["org.manual.risk-notifications"][2]
+
+
+def test_managed_devices_and_authenticator_context(tmp_path: Path) -> None:
+    controls = (
+        "m365.entra.managed-devices-required",
+        "m365.entra.mfa-registration-managed-devices",
+        "m365.entra.authenticator-shows-context",
+    )
+    verdicts = {}
+    for demo in ("contoso-health", "fabrikam-clinic"):
+        done = run_cli(
+            "audit", "--demo", demo, "--profile", "scuba", "--out", tmp_path / demo,
+            "--format", "json", cwd=tmp_path,
+        )  # fmt: skip
+        verdicts[demo] = {
+            r["control"]: (r["status"], r["reason"])
+            for r in json.loads(done.stdout)["results"]
+            if r["control"] in controls
+        }
+    assert {c: v[0] for c, v in verdicts["contoso-health"].items()} == dict.fromkeys(
+        controls, "pass"
+    )
+    clinic = verdicts["fabrikam-clinic"]
+    assert {c: v[0] for c, v in clinic.items()} == dict.fromkeys(controls, "fail")
+    # The clinic leaves what Authenticator shows to Microsoft's default: not explicitly enabled.
+    assert "displayAppInformationRequiredState/state" in clinic[controls[2]][1]

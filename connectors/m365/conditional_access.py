@@ -39,6 +39,9 @@ KNOWN_MODES = MULTIFACTOR_ALONE | {
 }
 # The built-in "Phishing-resistant MFA" strength.
 PHISHING_RESISTANT = frozenset({"windowsHelloForBusiness", "fido2", "x509CertificateMultiFactor"})
+# Grant controls met only from a device the organisation manages: marked compliant by Intune, or
+# Microsoft Entra hybrid joined (Graph's builtInControls values).
+MANAGED_DEVICE_CONTROLS = frozenset({"compliantDevice", "domainJoinedDevice"})
 
 # Condition keys read on their own below; every other key of `conditions` limits the policy
 # whenever it holds a value (a risk level, a platform, a location, a device filter, an insider
@@ -174,21 +177,25 @@ def grant_facts(
     builtin = [str(c) for c in grant.get("builtInControls") or []]
     given = grant.get("authenticationStrength")
     strength = strength_facts(given, strengths) if isinstance(given, Mapping) else None
-    # Each way of meeting the grant: (is it MFA, is it phishing-resistant MFA).
-    ways: list[tuple[bool, bool]] = [(c == "mfa", False) for c in builtin if c != "block"]
+    # Each way of meeting the grant: (is it MFA, is it phishing-resistant MFA, does it need a
+    # managed device: compliant, or joined to the organisation's domain).
+    ways: list[tuple[bool, bool, bool]] = [
+        (c == "mfa", False, c in MANAGED_DEVICE_CONTROLS) for c in builtin if c != "block"
+    ]
     if strength is not None:
-        ways.append((strength["multifactor"], strength["phishing_resistant"]))
+        ways.append((strength["multifactor"], strength["phishing_resistant"], False))
     for key in ("termsOfUse", "customAuthenticationFactors"):
-        ways += [(False, False) for _ in grant.get(key) or []]
+        ways += [(False, False, False) for _ in grant.get(key) or []]
     operator = str(grant.get("operator") or "OR").upper()
     if not ways or operator not in ("AND", "OR"):
-        mfa = phishing_resistant = False
-    elif operator == "AND" or len(ways) == 1:
-        mfa = any(m for m, _ in ways)
-        phishing_resistant = any(p for _, p in ways)
+        mfa = phishing_resistant = managed = False
     else:
-        mfa = all(m for m, _ in ways)
-        phishing_resistant = all(p for _, p in ways)
+        # With AND (or one way only) one such control among them is enough; with OR each must
+        # be one.
+        meets = any if operator == "AND" or len(ways) == 1 else all
+        mfa = meets(w[0] for w in ways)
+        phishing_resistant = meets(w[1] for w in ways)
+        managed = meets(w[2] for w in ways)
     return {
         "grant_operator": grant.get("operator"),
         "grant_controls": builtin,
@@ -196,6 +203,7 @@ def grant_facts(
         "blocks": "block" in builtin,
         "authentication_strength": strength,
         "phishing_resistant": phishing_resistant,
+        "requires_managed_device": managed,
     }
 
 
@@ -247,6 +255,9 @@ def policy_facts(
         "user_risk_levels": _strings(conditions.get("userRiskLevels")),
         "sign_in_risk_levels": _strings(conditions.get("signInRiskLevels")),
         "transfer_methods": _transfer_methods(conditions.get("authenticationFlows")),
+        # User actions (registering security information, registering or joining devices): a
+        # policy that targets one applies to that action, not to sign-ins to apps.
+        "user_actions": _strings(apps.get("includeUserActions")),
         "narrowed_by": narrowed_by,
         "scoped_by": scoped_by,
         **grant,
