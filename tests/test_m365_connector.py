@@ -332,13 +332,20 @@ def test_a_dropped_connection_is_an_error_with_the_reason() -> None:
 
 
 def test_a_403_names_the_missing_permission() -> None:
-    forbid = ("graph/v1.0/policies/authorizationPolicy", "exo/Get-IRMConfiguration")
+    forbid = (
+        "graph/v1.0/policies/authorizationPolicy",
+        "exo/Get-IRMConfiguration",
+        "graph/beta/identity/conditionalAccess/policies",
+    )
     with Sandbox(TENANTS / "fabrikam-clinic", faults=Faults(forbid=forbid)) as sandbox:
         ctx, _ = _collect(sandbox)
     sections = _sections(ctx)
     assert "Microsoft Graph application permission Policy.Read.All" in (
         sections["m365.entra.authorization_policy"].reason or ""
     )
+    agents = sections["m365.entra.agent_conditional_access"]
+    assert agents.status == "error"
+    assert "Policy.Read.All" in (agents.reason or "")
     assert "Exchange.ManageAsApp" in (sections["m365.exo.irm_configuration"].reason or "")
 
 

@@ -269,3 +269,31 @@ def test_managed_devices_and_authenticator_context(tmp_path: Path) -> None:
     assert {c: v[0] for c, v in clinic.items()} == dict.fromkeys(controls, "fail")
     # The clinic leaves what Authenticator shows to Microsoft's default: not explicitly enabled.
     assert "displayAppInformationRequiredState/state" in clinic[controls[2]][1]
+
+
+def test_risky_agents_are_judged_from_graph_beta(tmp_path: Path) -> None:
+    verdicts = {}
+    for demo in ("contoso-health", "fabrikam-clinic"):
+        done = run_cli(
+            "audit", "--demo", demo, "--profile", "scuba", "--out", tmp_path / demo,
+            "--format", "json", cwd=tmp_path,
+        )  # fmt: skip
+        verdicts[demo] = next(
+            r for r in json.loads(done.stdout)["results"]
+            if r["control"] == "m365.entra.risky-agents-blocked"
+        )  # fmt: skip
+    assert verdicts["contoso-health"]["status"] == "pass"
+    assert verdicts["contoso-health"]["scuba"] == ["MS.AAD.9.1v1"]
+    assert verdicts["fabrikam-clinic"]["status"] == "fail"  # no policy for agents at all
+
+
+def test_an_unreadable_beta_answer_makes_the_agent_control_an_error() -> None:
+    info, fetched = read_recorded_tenant(REPO / "fixtures" / "tenants" / "contoso-health", NOW)
+    path = "graph/beta/identity/conditionalAccess/policies"
+    fetched[path] = Fetched(path, 403, None, NOW, "403: Authorization_RequestDenied")
+    results = evaluate_fetched(
+        info, fetched, M365Settings(), "scuba", controls=["m365.entra.risky-agents-blocked"]
+    )
+    result = results["m365.entra.risky-agents-blocked"]
+    assert result.status == "error"  # never a pass on what could not be read
+    assert "Authorization_RequestDenied" in (result.reason or "")

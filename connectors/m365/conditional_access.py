@@ -264,3 +264,51 @@ def policy_facts(
         "unexpected_exclusions": exclusions,
         "break_glass_exclusions": break_glass_excluded,
     }
+
+
+def _flags(value: Any) -> list[str]:
+    """A flag enumeration as Graph writes it, one comma-separated string ("medium,high"); a
+    list of strings is read the same way. Anything else is no value."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return _strings(value)
+
+
+def agent_policy_facts(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """One Conditional Access policy (Graph beta) as facts about agent identities: which agents
+    and which of their risk levels it targets, and what else limits it."""
+    conditions = policy.get("conditions") or {}
+    apps = conditions.get("applications") or {}
+    clients = conditions.get("clientApplications") or {}
+    if not isinstance(clients, Mapping):
+        clients = {}
+    agent_exclusions = _strings(clients.get("excludeAgentIdServicePrincipals"))
+    if not _empty(clients.get("agentIdServicePrincipalFilter")):
+        agent_exclusions.append("agentIdServicePrincipalFilter")
+    # Within clientApplications, members other than the agent identities (service principals,
+    # workload identity filters) limit the policy too.
+    agent_keys = {"includeAgentIdServicePrincipals", "excludeAgentIdServicePrincipals"}
+    other_clients = [
+        f"clientApplications.{k}"
+        for k, v in clients.items()
+        if "@" not in k
+        and k not in agent_keys
+        and k != "agentIdServicePrincipalFilter"
+        and not _empty(v)
+    ]
+    narrowed_by = [c for c in limiting_conditions(conditions) if c != "clientApplications"]
+    builtin = [str(c) for c in (policy.get("grantControls") or {}).get("builtInControls") or []]
+    return {
+        "id": policy.get("id"),
+        "displayName": policy.get("displayName"),
+        "state": policy.get("state"),
+        "enforced": policy.get("state") == "enabled",
+        "all_applications": "All" in (apps.get("includeApplications") or []),
+        "excluded_applications": _strings(apps.get("excludeApplications")),
+        "client_app_types": [str(c) for c in conditions.get("clientAppTypes") or ["all"]],
+        "agents": _strings(clients.get("includeAgentIdServicePrincipals")),
+        "agent_exclusions": agent_exclusions,
+        "agent_risk_levels": _flags(conditions.get("agentIdRiskLevels")),
+        "narrowed_by": narrowed_by + other_clients,
+        "blocks": "block" in builtin,
+    }

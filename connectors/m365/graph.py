@@ -170,13 +170,16 @@ class GraphReader:
         query: str = "",
         first_sent: asyncio.Event | None = None,
         on_items: Callable[[list[Any]], None] | None = None,
+        version: str = "v1.0",
     ) -> Fetched:
         """GET `path` (e.g. `users`) and every following page; the body keeps all items in
         `value`, as the recorded-tenant layout has them. `first_sent` is set once the first
         request is on the wire (or could not be sent). `on_items` is given each page's items
-        as the page arrives, while the next one is on its way."""
-        recorded = f"graph/v1.0/{path}"
-        first = f"{self.base}/{path}" + (f"?{query}" if query else "")
+        as the page arrives, while the next one is on its way. `version` is v1.0, or beta for
+        the few members v1.0 does not have yet."""
+        recorded = f"graph/{version}/{path}"
+        base = self.base if version == "v1.0" else f"{self.base.removesuffix('/v1.0')}/{version}"
+        first = f"{base}/{path}" + (f"?{query}" if query else "")
         merged: dict[str, Any] | None = None
         pages = 0
         chunks: list[bytes] | None = []  # each page's items, as received

@@ -16,7 +16,7 @@ from typing import Any
 import re2  # type: ignore[import-untyped]
 
 from connectors.m365 import shapes
-from connectors.m365.conditional_access import policy_facts
+from connectors.m365.conditional_access import agent_policy_facts, policy_facts
 from connectors.m365.fetched import Fetched, FetchedMap
 from connectors.m365.purview import (
     UnreadableShape,
@@ -179,6 +179,11 @@ def _ca(reader: _Reader, settings: M365Settings) -> list[dict[str, Any]]:
     facts = [policy_facts(p, break_glass, names, strengths) for p in policies]
     reader.memo["ca"] = (facts, reader.used[start:])
     return facts
+
+
+def _agent_ca(reader: _Reader, _settings: M365Settings) -> list[dict[str, Any]]:
+    policies = reader.value("graph/beta/identity/conditionalAccess/policies")
+    return [agent_policy_facts(p) for p in policies if isinstance(p, Mapping)]
 
 
 def _strengths(reader: _Reader, policies: list[Any]) -> dict[str, Mapping[str, Any]]:
@@ -637,6 +642,7 @@ def _collection(path: str) -> Callable[[_Reader, M365Settings], Any]:
 SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.vendors": lambda r, _s: _vendors(r),
     "m365.entra.conditional_access": _ca,
+    "m365.entra.agent_conditional_access": _agent_ca,
     "m365.entra.security_defaults": _body(
         "graph/v1.0/policies/identitySecurityDefaultsEnforcementPolicy"
     ),

@@ -8,6 +8,7 @@ from connectors.base import Permission
 # Recorded Graph path prefix -> the application permission that allows the read.
 GRAPH_PERMISSIONS: dict[str, str] = {
     "graph/v1.0/identity/conditionalAccess": "Policy.Read.All",
+    "graph/beta/identity/conditionalAccess": "Policy.Read.All",
     "graph/v1.0/policies/authenticationMethodsPolicy": "Policy.Read.AuthenticationMethod",
     "graph/v1.0/policies": "Policy.Read.All",
     "graph/v1.0/reports/authenticationMethods": "AuditLog.Read.All",
