@@ -1019,8 +1019,8 @@ def test_the_action_audits_the_sandbox_tenant_signed_in_with_oidc(
         if service is not None:
             with service:
                 run = run_action(given, workspace=workspace, env=env)
-            # One token per audience: Graph, Exchange, Security & Compliance.
-            assert len(service.requests) == 3
+            # One token per audience: Graph, Exchange, Security & Compliance, Teams.
+            assert len(service.requests) == 4
             assert all("audience=api%3A//AzureADTokenExchange" in r for r in service.requests)
         else:
             run = run_action(given, workspace=workspace, env=env)
@@ -1118,7 +1118,7 @@ def test_an_audit_that_judged_nothing_exits_3_and_the_summary_does_not_call_it_a
     # A tenant whose sign-in endpoint refuses connections: every Microsoft 365 control is error.
     closed = "https://127.0.0.1:9"
     endpoints = ", ".join(
-        f'{k} = "{closed}"' for k in ("authority", "graph", "exchange", "compliance")
+        f'{k} = "{closed}"' for k in ("authority", "graph", "exchange", "compliance", "teams")
     )
     (workspace / "commsaudit.toml").write_text(
         '[m365]\ntenant_id = "contoso.onmicrosoft.com"\n'

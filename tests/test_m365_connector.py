@@ -89,8 +89,8 @@ def test_each_sign_in_method_reads_the_whole_tenant(fabrikam: Sandbox, auth: str
     }
     assert ctx.subjects == [("m365", "tenant", "fabrikamclinic.onmicrosoft.com")]
     assert connector.stats["auth"] == auth
-    # One sign-in per audience: Graph, Exchange, Security & Compliance.
-    assert connector.stats["sign_ins"] == 3
+    # One sign-in per audience: Graph, Exchange, Security & Compliance, Teams.
+    assert connector.stats["sign_ins"] == 4
     assert fabrikam.refused == []
 
 

@@ -349,9 +349,10 @@ def test_recorded_fixture_paths_follow_the_contract_layout() -> None:
                 "graph",
                 "exo",
                 "compliance",
+                "teams",
             )
             body = json.loads(path.read_text())
-            if relative.startswith(("exo/", "compliance/")):
+            if relative.startswith(("exo/", "compliance/", "teams/")):
                 assert isinstance(body, list), relative
 
 

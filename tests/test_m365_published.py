@@ -235,7 +235,7 @@ def test_each_cloud_asks_for_tokens_the_documented_resources_grant(cloud: str) -
     # documentation) names; a wrong host in the connector's cloud table fails the sign-in.
     with Sandbox(BASE) as served:
         ctx, connector = collect(served, cloud=cloud)
-    assert connector.stats["sign_ins"] == 3
+    assert connector.stats["sign_ins"] == 4  # Graph, Exchange, Security & Compliance, Teams
     assert all(s.status == "ok" for s in ctx.sections), {
         s.name: s.reason for s in ctx.sections if s.status != "ok"
     }

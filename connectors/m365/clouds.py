@@ -24,11 +24,23 @@ hosts; the admin REST API's hosts and token resources are what working REST clie
 - compliance_backend: the regional Security & Compliance host a front-door redirect names, built
   from the first label of the redirect's host (ScubaGear Get-ComplianceApiEndpoint, CIPP-API
   New-ExoRequest; Get-ConnectionInformation.md shows nam12b.ps.compliance.protection.outlook.com).
+- teams: the Teams admin REST API the MicrosoftTeams module's Cs cmdlets call
+  (`/Skype.Policy/configurations/...`): api.interfaces.records.teams.microsoft.com for commercial
+  and GCC, api.interfaces.records.gov.teams.microsoft.us for GCC High and DoD (cisagov/ScubaGear's
+  REST helpers and their endpoint tests; one other public client names a separate DoD host,
+  api.interfaces.records.dod.teams.microsoft.us: the endpoint is overridable for that reason).
+  The token is for the "Skype and Teams Tenant Admin API" application,
+  48ac35b8-9aa8-4d74-927d-1f4a14a0b239, in every cloud (Microsoft's "Application-based
+  authentication in Teams PowerShell Module" asks for that resource's token; ScubaGear and
+  CIPP-API request `48ac35b8-…/.default`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# The "Skype and Teams Tenant Admin API" application: the Teams admin API's token resource.
+TEAMS_RESOURCE = "48ac35b8-9aa8-4d74-927d-1f4a14a0b239"
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,7 @@ class Cloud:
     compliance: str
     # "{prefix}" is the first label of the host a compliance front-door redirect names.
     compliance_backend: str
+    teams: str
     # Token resources where they differ from the host requests go to.
     exchange_resource: str = ""
     compliance_resource: str = ""
@@ -56,6 +69,10 @@ class Cloud:
     def compliance_scope(self) -> str:
         return f"{self.compliance_resource or self.compliance}/.default"
 
+    @property
+    def teams_scope(self) -> str:
+        return f"{TEAMS_RESOURCE}/.default"
+
 
 _COMMERCIAL = {
     "authority": "https://login.microsoftonline.com",
@@ -63,6 +80,7 @@ _COMMERCIAL = {
     "exchange": "https://outlook.office365.com",
     "compliance": "https://ps.compliance.protection.outlook.com",
     "compliance_backend": "https://{prefix}.ps.compliance.protection.outlook.com",
+    "teams": "https://api.interfaces.records.teams.microsoft.com",
 }
 CLOUDS = {
     "global": Cloud("global", **_COMMERCIAL),
@@ -75,6 +93,7 @@ CLOUDS = {
         exchange="https://outlook.office365.us",
         compliance="https://ps.compliance.protection.office365.us",
         compliance_backend="https://{prefix}.ps.compliance.protection.office365.us",
+        teams="https://api.interfaces.records.gov.teams.microsoft.us",
     ),
     "dod": Cloud(
         "dod",
@@ -83,6 +102,7 @@ CLOUDS = {
         exchange="https://outlook-dod.office365.us",
         compliance="https://ps.compliance.protection.office365.us",
         compliance_backend="https://{prefix}.ps.compliance.protection.office365.us",
+        teams="https://api.interfaces.records.gov.teams.microsoft.us",
     ),
 }
 
@@ -97,6 +117,7 @@ class Endpoints:
     exchange: str
     compliance: str
     compliance_backend: str
+    teams: str
     ca_bundle: str | None = None
 
     @property
@@ -122,5 +143,6 @@ def endpoints_for(cloud: str, overrides: dict[str, str] | None = None) -> Endpoi
         pick("exchange", base.exchange),
         compliance,
         pick("compliance_backend", backend_default),
+        pick("teams", base.teams),
         given.get("ca_bundle") or None,
     )

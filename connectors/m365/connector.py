@@ -1,4 +1,5 @@
-"""The Microsoft 365 connector: signs in, reads Graph and the admin API concurrently, keeps
+"""The Microsoft 365 connector: signs in, reads Graph, the admin API and the Teams admin API
+concurrently, keeps
 every answer in the recorded-tenant layout, and normalises it into `m365.*` sections."""
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from connectors.m365.normalise import (
     normalise,
 )
 from connectors.m365.permissions import permissions
+from connectors.m365.teams import CONFIGURATIONS, TeamsApi
 
 if TYPE_CHECKING:  # imported while the sign-in is in flight (see collect)
     from collections.abc import Awaitable, Callable
@@ -121,7 +123,15 @@ COMPLIANCE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("Get-UnifiedAuditLogRetentionPolicy", {}),
 )
 
-_ENDPOINT_KEYS = {"authority", "graph", "exchange", "compliance", "compliance_backend", "ca_bundle"}
+_ENDPOINT_KEYS = {
+    "authority",
+    "graph",
+    "exchange",
+    "compliance",
+    "compliance_backend",
+    "teams",
+    "ca_bundle",
+}
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
@@ -295,6 +305,7 @@ class M365Connector(Connector):
                     endpoints.exchange,
                     endpoints.compliance,
                     endpoints.compliance_backend,
+                    endpoints.teams,
                 ]
             )
         except ValueError as exc:
@@ -325,6 +336,14 @@ class M365Connector(Connector):
             backend=endpoints.compliance_backend,
             stats=transport.stats,
         )
+        teams = TeamsApi(
+            admin_http,
+            tokens.token,
+            base=endpoints.teams,
+            scope=cloud.teams_scope,
+            now=_now,
+            stats=transport.stats,
+        )
         settings = M365Settings(
             break_glass=tuple(self.config.get("break_glass_accounts", [])),
             mfa_exceptions=tuple(self.config.get("mfa_exceptions", [])),
@@ -332,7 +351,7 @@ class M365Connector(Connector):
         join = RegistrationJoin(settings)
 
         def keep(answers: dict[str, Fetched]) -> dict[str, Any]:
-            return self._keep_answers(ctx, answers, endpoints.graph, exchange, compliance)
+            return self._keep_answers(ctx, answers, endpoints.graph, exchange, compliance, teams)
 
         try:
             ctx.progress(f"signing in ({method})")
@@ -353,11 +372,11 @@ class M365Connector(Connector):
             )
             transport.open_pool(endpoints.graph)
             await signing_in
-            ctx.progress("reading Graph, Exchange and Security & Compliance")
+            ctx.progress("reading Graph, Exchange, Security & Compliance and Teams")
             ticker = asyncio.ensure_future(_report_progress(ctx, transport.stats))
             try:
                 fetched, early, errors = await self._read_all(
-                    ctx, graph, identity, exchange, compliance, settings, join, keep
+                    ctx, graph, identity, (exchange, compliance, teams), settings, join, keep
                 )
             finally:
                 ticker.cancel()
@@ -404,14 +423,15 @@ class M365Connector(Connector):
         ctx: CollectContext,
         graph: GraphReader,
         identity: _TenantIdentity,
-        exchange: AdminApi,
-        compliance: AdminApi,
+        apis: tuple[AdminApi, AdminApi, TeamsApi],
         settings: M365Settings,
         join: RegistrationJoin,
         keep: Callable[[dict[str, Fetched]], dict[str, Any]],
     ) -> tuple[dict[str, Fetched], list[SectionOut], dict[str, Any]]:
-        """Everything, concurrently. The admin API answers usually arrive well before the last
-        Graph pages; their evidence and sections are prepared in a worker thread meanwhile."""
+        """Everything, concurrently. The admin API and Teams answers usually arrive well before
+        the last Graph pages; their evidence and sections are prepared in a worker thread
+        meanwhile."""
+        exchange, compliance, teams = apis
 
         async def policies_then_groups(path: str, query: str) -> list[Fetched]:
             # The excluded groups are looked up as soon as the policies are in, not after the
@@ -456,8 +476,11 @@ class M365Connector(Connector):
             calls.append(_retention_policies(compliance))
             return list(await asyncio.gather(*calls))
 
+        async def teams_part() -> list[Fetched]:
+            return list(await asyncio.gather(*(teams.get(path) for path in CONFIGURATIONS)))
+
         graph_task = asyncio.ensure_future(graph_part())
-        admin_parts = await asyncio.gather(exchange_part(), compliance_part())
+        admin_parts = await asyncio.gather(exchange_part(), compliance_part(), teams_part())
         admin = {f.path: f for part in admin_parts for f in part}
 
         async def admin_sections() -> tuple[list[SectionOut], dict[str, Any]]:
@@ -491,6 +514,7 @@ class M365Connector(Connector):
         graph_base: str,
         exchange: AdminApi,
         compliance: AdminApi,
+        teams: TeamsApi,
     ) -> dict[str, Any]:
         """Keep each answer read as a raw record (scrubbed from then on, in a worker); return
         what the failed reads said, for `m365/_errors.json`."""
@@ -498,6 +522,13 @@ class M365Connector(Connector):
         for path, found in sorted(answers.items()):
             if path.startswith("graph/"):
                 request = {"method": "GET", "url": f"{graph_base}/{path.removeprefix('graph/')}"}
+            elif path.startswith("teams/"):
+                configuration = path.removeprefix("teams/")
+                request = {
+                    "method": "GET",
+                    "url": teams.url(configuration),
+                    "cmdlet": CONFIGURATIONS.get(configuration, ""),
+                }
             else:
                 api = exchange if path.startswith("exo/") else compliance
                 cmdlet = path.split("/", 1)[1]

@@ -4,7 +4,7 @@ them; `commsaudit init` adds the GitHub Actions federated credential around them
 
 from __future__ import annotations
 
-from connectors.m365.permissions import ADMIN_API_PERMISSION, READER_ROLE, permissions
+from connectors.m365.permissions import ADMIN_API_PERMISSION, READER_ROLE, TEAMS_API, permissions
 
 APP_NAME = "commsaudit-reader"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
@@ -63,9 +63,11 @@ def grant_lines() -> list[str]:
         "# Admin consent for those application permissions.",
         'az ad app permission admin-consent --id "$APP_ID"',
         "",
-        f"# The {READER_ROLE} role for the app's service principal: Exchange Online and",
-        "# Security & Compliance settings are read through it. Right after `az ad sp create`",
-        "# the directory may not know the principal yet: if it says so, wait a minute and retry.",
+        f"# The {READER_ROLE} role for the app's service principal: Exchange Online, Security &",
+        f"# Compliance and Teams settings are read through it (the {TEAMS_API}",
+        "# has no permission to add: the role is what lets the app read Teams settings).",
+        "# Right after `az ad sp create` the directory may not know the principal yet: if it",
+        "# says so, wait a minute and retry.",
         "# National clouds: graph.microsoft.us (GCC High) or dod-graph.microsoft.us (DoD) here,",
         '# and cloud = "gcc-high" or "dod" in commsaudit.toml.',
         "az rest --method POST \\",

@@ -325,7 +325,7 @@ async def _capped(
 
 class GuardedTransport(httpx.AsyncBaseTransport):
     """`open_pool` makes the connection pool of one host. Each host gets its own: httpcore
-    rescans every connection of a pool on each request, so one shared pool for five hosts
+    rescans every connection of a pool on each request, so one shared pool for six hosts
     spends its time on bookkeeping once a run keeps a few dozen connections open."""
 
     def __init__(

@@ -9,6 +9,7 @@ the policies' business, never this module's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -625,6 +626,81 @@ def _vendors(reader: _Reader) -> list[dict[str, Any]]:
     return [{"vendor": "microsoft", "name": "Microsoft", "services": sorted(services)}]
 
 
+def _configurations(reader: _Reader, path: str) -> list[dict[str, Any]]:
+    """A Teams admin API answer: every policy of one configuration type, as a list of objects.
+    A bare object (one policy) or a `value` list is read too, as public clients of this API read
+    it. No policy at all is an error, not a pass: every tenant has a Global one."""
+    body = strip_annotations(reader.body(path))
+    if isinstance(body, dict) and isinstance(body.get("value"), list):
+        body = body["value"]
+    elif isinstance(body, dict) and "Identity" in body:
+        body = [body]
+    name = path.removeprefix("teams/")
+    if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
+        raise UnreadableShape(f"{name}: the answer is not a list of policies")
+    if not body:
+        raise UnreadableShape(f"{name}: no policies in the answer, not even the Global one")
+    return body
+
+
+# "Domain=example.org", as the module shows an allowed domain.
+_DOMAIN_ENTRY = re.compile(r"^\s*Domain\s*=\s*(\S+?)\s*$")
+
+
+def _allowed_domains(value: Any) -> dict[str, Any]:
+    """What a federation configuration's AllowedDomains allows: the domains it lists, whether it
+    is the "all known domains" setting, and whether every part of it was understood. Its shape
+    varies with the client that read it (an object naming AllowAllKnownDomains, an AllowedDomain
+    list of "Domain=…" entries or {"Domain": …} objects, a list of those, or nothing at all);
+    a part of another shape leaves `understood` false, and the policies do not pass on it."""
+    domains: list[str] = []
+    facts = {"domains": domains, "all_known_domains": False, "understood": True}
+
+    def walk(part: Any) -> None:
+        if part is None:
+            return
+        if isinstance(part, str):
+            match = _DOMAIN_ENTRY.match(part)
+            if match and match.group(1):
+                domains.append(match.group(1))
+            elif "." in part and "=" not in part and " " not in part.strip():
+                domains.append(part.strip())
+            else:
+                facts["understood"] = False
+        elif isinstance(part, list):
+            for item in part:
+                walk(item)
+        elif isinstance(part, dict):
+            for key, inner in part.items():
+                if key == "AllowAllKnownDomains":
+                    facts["all_known_domains"] = True
+                elif key in ("AllowedDomain", "AllowList", "Domains"):
+                    walk(inner)
+                elif key == "Domain" and isinstance(inner, str):
+                    walk(f"Domain={inner}")
+                else:
+                    facts["understood"] = False
+        else:
+            facts["understood"] = False
+
+    walk(value)
+    return facts
+
+
+def _federation(reader: _Reader, _settings: M365Settings) -> list[dict[str, Any]]:
+    """Teams external access (Get-CsTenantFederationConfiguration): each configuration as it
+    came, with `allowed_domains` (see `_allowed_domains`) worked out beside AllowedDomains."""
+    path = "teams/Skype.Policy/configurations/TenantFederationSettings"
+    return [
+        {**config, "allowed_domains": _allowed_domains(config.get("AllowedDomains"))}
+        for config in _configurations(reader, path)
+    ]
+
+
+def _teams(path: str) -> Callable[[_Reader, M365Settings], Any]:
+    return lambda reader, _settings: _configurations(reader, f"teams/{path}")
+
+
 def _cmdlet(path: str) -> Callable[[_Reader, M365Settings], Any]:
     return lambda reader, _settings: _objects(reader, path)
 
@@ -679,15 +755,27 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.purview.dlp": lambda r, _s: _dlp(r),
     "m365.purview.retention": lambda r, _s: _retention(r),
     "m365.purview.audit_retention": lambda r, _s: _audit_retention(r),
+    "m365.teams.meeting_policies": _teams("Skype.Policy/configurations/TeamsMeetingPolicy"),
+    "m365.teams.broadcast_policies": _teams(
+        "Skype.Policy/configurations/TeamsMeetingBroadcastPolicy"
+    ),
+    "m365.teams.federation_configuration": _federation,
+    "m365.teams.client_configuration": _teams(
+        "Skype.Policy/configurations/TeamsClientConfiguration"
+    ),
+    "m365.teams.app_permission_policies": _teams(
+        "Skype.Policy/configurations/TeamsAppPermissionPolicy"
+    ),
 }
 
 
-# Sections built from Exchange and Security & Compliance answers alone: they can be worked out
-# while the (longer) Graph reads are still running.
+# Sections built from Exchange, Security & Compliance and Teams answers alone: they can be
+# worked out while the (longer) Graph reads are still running.
 ADMIN_API_SECTIONS = frozenset(
     name
     for name in SECTIONS
-    if name.startswith(("m365.exo.", "m365.purview.")) and name != "m365.exo.dkim_domains"
+    if name.startswith(("m365.exo.", "m365.purview.", "m365.teams."))
+    and name != "m365.exo.dkim_domains"
 )
 
 

@@ -23,6 +23,11 @@ GRAPH_PERMISSIONS: dict[str, str] = {
 }
 ADMIN_API_PERMISSION = "Exchange.ManageAsApp"
 READER_ROLE = "Global Reader"
+# The Teams admin API's token resource, by the name Entra shows for it. It publishes no
+# application permission: what an app may read there is what its Entra role allows (Microsoft's
+# "Application-based authentication in Teams PowerShell Module"; ScubaGear's API catalog lists
+# Global Reader as the role its Teams reads need).
+TEAMS_API = "Skype and Teams Tenant Admin API"
 
 
 def graph_permission(recorded: str) -> str:
@@ -67,8 +72,13 @@ def permissions() -> list[Permission]:
         ),
         Permission(
             f"Microsoft Entra role {READER_ROLE} for the app's service principal",
-            "read-only access to Exchange Online and Security & Compliance settings "
-            "(or the Exchange role group View-Only Organization Management)",
+            "read-only access to Exchange Online, Security & Compliance and Teams settings "
+            "(or the Exchange role group View-Only Organization Management for Exchange)",
+        ),
+        Permission(
+            f"{TEAMS_API} (no permission to add)",
+            f"Teams meeting, external access, client and app settings (GETs of "
+            f"/Skype.Policy/configurations); the {READER_ROLE} role authorises them",
         ),
     ]
     return out

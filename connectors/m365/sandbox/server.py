@@ -1,11 +1,13 @@
 """The sandbox server: a recorded tenant answered the way Microsoft's services answer.
 
-Five listeners on 127.0.0.1, one for each service host the connector talks to: the identity
+Six listeners on 127.0.0.1, one for each service host the connector talks to: the identity
 platform (OpenID configuration and token endpoint), Microsoft Graph, the Exchange admin API, the
-Security & Compliance front door, and that service's "regional" host. As the real front door
-does, the compliance one answers the module-file GET with a redirect naming the tenant's region
-(`<prefix>.admin.protection.outlook.com:446`, whose REST API a client finds on its regional
-listener at `/<prefix>/adminapi/...`), and redirects an InvokeCommand POST instead of serving it.
+Security & Compliance front door, that service's "regional" host, and the Teams admin API (GETs of
+`/Skype.Policy/configurations/<Type>`, answered from the recorded `teams/` files). As the real
+front door does, the compliance one answers the module-file GET with a redirect naming the
+tenant's region (`<prefix>.admin.protection.outlook.com:446`, whose REST API a client finds on
+its regional listener at `/<prefix>/adminapi/...`), and redirects an InvokeCommand POST instead
+of serving it.
 Every listener checks the bearer token's audience, refuses anything that is not a read, and logs
 what it was asked, with the anchor mailbox it was given (requests without one are served, as the
 service serves them).
@@ -39,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from connectors.m365.sandbox import jwt
 from connectors.m365.sandbox.pki import SandboxPki, make_pki
 
-ROLES = ("login", "graph", "exchange", "compliance", "compliance-regional")
+ROLES = ("login", "graph", "exchange", "compliance", "compliance-regional", "teams")
 # The region the compliance front door names, as a real one names nam12b or eur02b.
 REGION_PREFIX = "sbx01b"
 CLIENT_ID = "5e0c7d6f-1b2a-4c3d-9e8f-0a1b2c3d4e5f"
@@ -56,6 +58,10 @@ FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
 # - Security & Compliance: connect-to-scc-powershell.md (ps.compliance.protection.outlook.com,
 #   GCC High ps.compliance.protection.office365.us); DoD's REST resource, the same .us host
 #   (ScubaGear EXORestHelper.psm1).
+# - Teams admin API: the "Skype and Teams Tenant Admin API" application's id, in every cloud
+#   (Microsoft's "Application-based authentication in Teams PowerShell Module" asks for a token of
+#   that resource; ScubaGear's and CIPP-API's REST clients request `48ac35b8-…/.default`).
+_RESOURCE_AUDIENCE = {"48ac35b8-9aa8-4d74-927d-1f4a14a0b239": "teams"}
 _SCOPE_AUDIENCE = {
     "graph.microsoft.com": "graph",
     "graph.microsoft.us": "graph",
@@ -170,7 +176,8 @@ class RecordedTenant:
         """Read and encode every recorded answer up front, before the first request."""
         for path in sorted(self.directory.rglob("*.json")):
             recorded = path.relative_to(self.directory).as_posix().removesuffix(".json")
-            if recorded != "tenant" and recorded.split("/")[0] in ("graph", "exo", "compliance"):
+            kind = recorded.split("/")[0]
+            if recorded != "tenant" and kind in ("graph", "exo", "compliance", "teams"):
                 data = self.body(recorded)
                 listed = isinstance(data, dict) and isinstance(data.get("value"), list)
                 if isinstance(data, list) or listed:
@@ -386,6 +393,7 @@ class Sandbox:
             "compliance": self.origin("compliance"),
             # Where a region's REST API is: the regional listener, the prefix in its path.
             "compliance_backend": self.origin("compliance-regional") + "/{prefix}",
+            "teams": self.origin("teams"),
             "ca_bundle": str(self.files["ca"]),
         }
 
@@ -453,6 +461,8 @@ class Sandbox:
                 ), None
         if server.role == "graph":
             return self._graph(server, method, path, query, headers, body)
+        if server.role == "teams":
+            return self._teams(server, method, path, headers)
         return self._admin_api(server, method, path, query, headers, body)
 
     def _refuse(self, server: _Server, method: str, path: str, why: str) -> _Answer:
@@ -535,8 +545,11 @@ class Sandbox:
                 },
             )
         scope = one("scope")
-        host = urllib.parse.urlsplit(scope.split()[0] if scope else "").hostname or ""
-        audience = _SCOPE_AUDIENCE.get(host)
+        first = scope.split()[0] if scope else ""
+        host = urllib.parse.urlsplit(first).hostname or ""
+        audience = _SCOPE_AUDIENCE.get(host) or _RESOURCE_AUDIENCE.get(
+            first.removesuffix("/.default").lower()
+        )
         if audience is None:
             return _Answer(
                 400,
@@ -797,6 +810,30 @@ class Sandbox:
                 }
             )
         return _Answer(200, {"responses": responses})
+
+    # Teams admin API
+    def _teams(
+        self, server: _Server, method: str, path: str, headers: dict[str, str]
+    ) -> tuple[_Answer, str | None]:
+        if method != "GET":
+            return self._refuse(server, method, path, "only GETs are served"), None
+        problem = self._authorised(headers, "teams")
+        if problem:
+            return problem, None
+        parts = [p for p in urllib.parse.unquote(path).split("/") if p]
+        if len(parts) != 3 or parts[:2] != ["Skype.Policy", "configurations"]:
+            return _error(404, "NotFound", path), None
+        recorded = "teams/" + "/".join(parts)
+        fault = self._fault(recorded)
+        if fault:
+            return fault, recorded
+        data = self.tenant.body(recorded)
+        if data is None:
+            return _error(
+                403, "Forbidden", "The caller's role does not allow reading this configuration."
+            ), recorded
+        # One piece, no paging: the configuration API answers every policy of a type at once.
+        return _Answer(200, data), recorded
 
     # Exchange / Security & Compliance admin API
     def _admin_api(
