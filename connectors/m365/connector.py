@@ -96,6 +96,19 @@ CMDLET_SELECT: dict[str, tuple[str, ...]] = {
     "Get-Mailbox": MAILBOX_FIELDS,
     # One entry for every user and computer account: who it is, and whether it bypasses auditing.
     "Get-MailboxAuditBypassAssociation": ("Identity", "Name", "AuditBypassEnabled"),
+    # A transport rule has some 200 properties, nearly all conditions; the external-sender
+    # warning control reads these (its Conditions and Exceptions list every other one in use).
+    "Get-TransportRule": (
+        "Identity",
+        "Name",
+        "Priority",
+        "State",
+        "Mode",
+        "FromScope",
+        "PrependSubject",
+        "Conditions",
+        "Exceptions",
+    ),
 }
 EXCHANGE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("Get-TransportConfig", {}),
@@ -113,6 +126,24 @@ EXCHANGE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("Get-AcceptedDomain", {}),
     ("Get-SharingPolicy", {}),
     ("Get-HostedConnectionFilterPolicy", {}),
+    # Exchange Online Protection's threat policies with the rules that scope them, and the
+    # preset security policies' rules (as ScubaGear's ExportSecuritySuiteProvider reads them).
+    ("Get-EOPProtectionPolicyRule", {}),
+    ("Get-MalwareFilterPolicy", {}),
+    ("Get-MalwareFilterRule", {}),
+    ("Get-HostedContentFilterPolicy", {}),
+    ("Get-HostedContentFilterRule", {}),
+    ("Get-AntiPhishPolicy", {}),
+    ("Get-AntiPhishRule", {}),
+    # Defender for Office 365: answered only in a tenant licensed for it.
+    ("Get-ATPProtectionPolicyRule", {}),
+    ("Get-ATPBuiltInProtectionRule", {}),
+    ("Get-SafeLinksPolicy", {}),
+    ("Get-SafeLinksRule", {}),
+    ("Get-SafeAttachmentPolicy", {}),
+    ("Get-SafeAttachmentRule", {}),
+    ("Get-AtpPolicyForO365", {}),
+    ("Get-TransportRule", {}),
 )
 COMPLIANCE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     # Without DistributionDetail, DistributionStatus reads "Pending" whatever the truth
@@ -121,6 +152,7 @@ COMPLIANCE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("Get-DlpComplianceRule", {}),
     ("Get-RetentionComplianceRule", {}),
     ("Get-UnifiedAuditLogRetentionPolicy", {}),
+    ("Get-ProtectionAlert", {}),
 )
 
 _ENDPOINT_KEYS = {

@@ -26,6 +26,19 @@ from connectors.m365.purview import (
     sensitive_types,
 )
 from connectors.m365.shapes import ShapeCheck
+from connectors.m365.threat_policies import (
+    ANTI_PHISH,
+    CONTENT_FILTER,
+    DEFENDER_CMDLETS,
+    DEFENDER_HINT,
+    MALWARE,
+    SAFE_ATTACHMENTS,
+    SAFE_LINKS,
+    Family,
+    accepted_domains,
+    in_force,
+    transport_rule_facts,
+)
 
 # The tenant's authentication strengths, built-in and custom (Graph v1.0 documents this list
 # at /policies/authenticationStrengthPolicies).
@@ -86,7 +99,10 @@ class _Reader:
             raise _Missing(path, f"{path} was not collected")
         self.used.append(found)
         if not found.ok:
-            raise _Missing(path, found.error or f"{path} answered {found.status}", found.unlicensed)
+            reason = found.error or f"{path} answered {found.status}"
+            if path in DEFENDER_CMDLETS:
+                reason += DEFENDER_HINT
+            raise _Missing(path, reason, found.unlicensed)
         if path in shapes.CHECKED:
             check = self.checks.get(path)
             if check is None:
@@ -420,6 +436,9 @@ def _dlp_rule(rule: dict[str, Any]) -> dict[str, Any]:
         "detects": detects,
         "blocks": rule.get("BlockAccess") is True,
         "encrypts": bool(rule.get("EncryptRMSTemplate")),
+        # Whom a policy tip or email tells about the match (NotifyUser: SiteAdmin, LastModifier,
+        # Owner or addresses); empty or absent: no one.
+        "notifies_users": isinstance(rule.get("NotifyUser"), list) and bool(rule["NotifyUser"]),
     }
 
 
@@ -701,6 +720,36 @@ def _teams(path: str) -> Callable[[_Reader, M365Settings], Any]:
     return lambda reader, _settings: _configurations(reader, f"teams/{path}")
 
 
+def _threat_policies(
+    family: Family, policies: str, rules: str, presets: str, built_in: str | None = None
+) -> Callable[[_Reader, M365Settings], Any]:
+    """A protection policy family's policies in force (threat_policies.py): the policies, their
+    rules and the preset rules must all be read; the accepted domains, when they cannot be,
+    only make a rule's RecipientDomainIs count as narrowing."""
+
+    def build(reader: _Reader, _settings: M365Settings) -> Any:
+        listed = reader.optional("exo/Get-AcceptedDomain")
+        domains = accepted_domains(
+            [d for d in strip_annotations(listed) if isinstance(d, dict)]
+            if isinstance(listed, list)
+            else None
+        )
+        return in_force(
+            family,
+            _objects(reader, f"exo/{policies}"),
+            _objects(reader, f"exo/{rules}"),
+            _objects(reader, f"exo/{presets}"),
+            domains,
+            _objects(reader, f"exo/{built_in}") if built_in else None,
+        )
+
+    return build
+
+
+def _transport_rules(reader: _Reader, _settings: M365Settings) -> list[dict[str, Any]]:
+    return [transport_rule_facts(r) for r in _objects(reader, "exo/Get-TransportRule")]
+
+
 def _cmdlet(path: str) -> Callable[[_Reader, M365Settings], Any]:
     return lambda reader, _settings: _objects(reader, path)
 
@@ -752,6 +801,35 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.exo.accepted_domains": _cmdlet("exo/Get-AcceptedDomain"),
     "m365.exo.sharing_policies": _cmdlet("exo/Get-SharingPolicy"),
     "m365.exo.connection_filter_policies": _cmdlet("exo/Get-HostedConnectionFilterPolicy"),
+    "m365.exo.malware_filter_policies": _threat_policies(
+        MALWARE, "Get-MalwareFilterPolicy", "Get-MalwareFilterRule", "Get-EOPProtectionPolicyRule"
+    ),
+    "m365.exo.content_filter_policies": _threat_policies(
+        CONTENT_FILTER,
+        "Get-HostedContentFilterPolicy",
+        "Get-HostedContentFilterRule",
+        "Get-EOPProtectionPolicyRule",
+    ),
+    "m365.exo.anti_phish_policies": _threat_policies(
+        ANTI_PHISH, "Get-AntiPhishPolicy", "Get-AntiPhishRule", "Get-EOPProtectionPolicyRule"
+    ),
+    "m365.exo.safe_links_policies": _threat_policies(
+        SAFE_LINKS,
+        "Get-SafeLinksPolicy",
+        "Get-SafeLinksRule",
+        "Get-ATPProtectionPolicyRule",
+        "Get-ATPBuiltInProtectionRule",
+    ),
+    "m365.exo.safe_attachment_policies": _threat_policies(
+        SAFE_ATTACHMENTS,
+        "Get-SafeAttachmentPolicy",
+        "Get-SafeAttachmentRule",
+        "Get-ATPProtectionPolicyRule",
+        "Get-ATPBuiltInProtectionRule",
+    ),
+    "m365.exo.atp_policy": _cmdlet("exo/Get-AtpPolicyForO365"),
+    "m365.exo.transport_rules": _transport_rules,
+    "m365.purview.protection_alerts": _cmdlet("compliance/Get-ProtectionAlert"),
     "m365.purview.dlp": lambda r, _s: _dlp(r),
     "m365.purview.retention": lambda r, _s: _retention(r),
     "m365.purview.audit_retention": lambda r, _s: _audit_retention(r),
