@@ -29,6 +29,7 @@ from connectors.m365.normalise import (
     RegistrationJoin,
     SectionOut,
     normalise,
+    privileged_user_ids,
 )
 from connectors.m365.permissions import permissions
 from connectors.m365.teams import CONFIGURATIONS, TeamsApi
@@ -56,6 +57,7 @@ GRAPH_COLLECTIONS = (
     ("policies/authenticationStrengthPolicies", ""),
     ("roleManagement/directory/roleDefinitions", ""),
     ("roleManagement/directory/roleAssignments", ""),
+    ("policies/appManagementPolicies", ""),
     ("domains", ""),
     (f"servicePrincipals(appId='{GRAPH_APP_ID}')/delegatedPermissionClassifications", ""),
 )
@@ -67,11 +69,33 @@ AGENT_CA = (
 )
 # The collections with the most pages on a large tenant (one chain of requests each).
 LONGEST_CHAINS = (USERS, REGISTRATIONS)
+# Privileged Identity Management (needs Entra ID P2): the eligible and the active role
+# assignments, each with its principal (whose @odata.type says user, group or service
+# principal), and the role settings (approval, notifications) of every directory role.
+ELIGIBLE = "roleManagement/directory/roleEligibilityScheduleInstances"
+ACTIVE = "roleManagement/directory/roleAssignmentScheduleInstances"
+PIM_COLLECTIONS = (
+    (ELIGIBLE, "$expand=principal"),
+    (ACTIVE, "$expand=principal"),
+    (
+        "policies/roleManagementPolicyAssignments",
+        "$filter=scopeId%20eq%20'%2F'%20and%20scopeType%20eq%20'DirectoryRole'"
+        "&$expand=policy($expand=rules)",
+    ),
+)
+ROLE_DEFINITIONS = "roleManagement/directory/roleDefinitions"
+# What is read of each user who holds a privileged role: whether the account comes from an
+# on-premises directory (MS.AAD.7.3). Not in USER_FIELDS: every page of the longest chain would
+# carry it for every user, where a few dozen accounts need it.
+PRIVILEGED_USER_FIELDS = (
+    "id,displayName,userPrincipalName,onPremisesImmutableId,onPremisesSyncEnabled"
+)
 # Single objects, read together in $batch calls.
 GRAPH_SINGLES = (
     "policies/identitySecurityDefaultsEnforcementPolicy",
     "policies/authorizationPolicy",
     "policies/adminConsentRequestPolicy",
+    "policies/defaultAppManagementPolicy",
     "policies/authenticationMethodsPolicy",
     "admin/sharepoint/settings",
     "security/secureScores?$top=1",
@@ -206,6 +230,13 @@ class M365Connector(Connector):
             "cloud": {"enum": sorted(CLOUDS)},
             "break_glass_accounts": {"type": "array", "items": {"type": "string", "minLength": 1}},
             "mfa_exceptions": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "privileged_roles": {
+                "type": "array",
+                "description": "Directory roles (display names) judged as highly privileged "
+                "(MS.AAD.7.x); default: SCuBA's list.",
+                "minItems": 1,
+                "items": {"type": "string", "minLength": 1},
+            },
             "mailbox_properties": {
                 "type": "array",
                 "description": "Get-Mailbox properties to read beyond MAILBOX_FIELDS.",
@@ -379,6 +410,9 @@ class M365Connector(Connector):
         settings = M365Settings(
             break_glass=tuple(self.config.get("break_glass_accounts", [])),
             mfa_exceptions=tuple(self.config.get("mfa_exceptions", [])),
+            privileged_roles=tuple(
+                self.config.get("privileged_roles", M365Settings.privileged_roles)
+            ),
         )
         join = RegistrationJoin(settings)
 
@@ -493,10 +527,18 @@ class M365Connector(Connector):
         identity.reading = organisation = asyncio.ensure_future(graph.collection(*ORGANIZATION))
         singles = asyncio.ensure_future(graph.batch(GRAPH_SINGLES))
         agent_ca = asyncio.ensure_future(graph.collection(*AGENT_CA, version="beta"))
+        definitions = reads[[p for p, _q in GRAPH_COLLECTIONS].index(ROLE_DEFINITIONS)]
+        privileged = asyncio.ensure_future(_privileged(graph, definitions, settings))
 
         async def graph_part() -> list[Fetched]:
             collections = [f for part in await asyncio.gather(*reads) for f in part]
-            return [await organisation, *(await singles).values(), await agent_ca, *collections]
+            return [
+                await organisation,
+                *(await singles).values(),
+                await agent_ca,
+                *collections,
+                *await privileged,
+            ]
 
         async def exchange_part() -> list[Fetched]:
             calls = (exchange.invoke(c, p, self._select(c)) for c, p in EXCHANGE_CMDLETS)
@@ -664,6 +706,23 @@ async def _retention_policies(compliance: AdminApi) -> Fetched:
             key = policy.get("Guid") or policy.get("Identity") if isinstance(policy, dict) else None
             merged.setdefault(str(key) if key else f"#{len(merged)}", policy)
     return Fetched(both[0].path, 200, list(merged.values()), both[1].collected_at)
+
+
+async def _privileged(
+    graph: GraphReader, definitions: Awaitable[list[Fetched]], settings: M365Settings
+) -> list[Fetched]:
+    """PIM's eligible and active assignments and role settings, then the users who hold a
+    privileged role: short chains, started with the others, so they end well before the users'
+    pages (the longest chain) on a large tenant."""
+    eligible, active, policies = await asyncio.gather(
+        *(graph.collection(path, query) for path, query in PIM_COLLECTIONS)
+    )
+    found = [eligible, active, policies]
+    users = privileged_user_ids((await definitions)[0], [eligible, active], settings)
+    if users:
+        looked_up = await graph.batch(f"users/{u}?$select={PRIVILEGED_USER_FIELDS}" for u in users)
+        found += looked_up.values()
+    return found
 
 
 def _excluded_groups(policies: Fetched | None) -> list[str]:

@@ -153,6 +153,11 @@ class GraphReader:
             return Fetched(recorded, 0, None, self._now(), reason)
         status, text = _error_text(exc)
         reason = f"{recorded.removeprefix('graph/')} answered {status or 'no response'}: {text}"
+        if status == 400 and "AadPremiumLicenseRequired" in text:
+            # PIM's reads, in a tenant without Entra ID P2 (the service's own words: "The
+            # tenant needs an AAD Premium 2 license.").
+            hint = "the tenant lacks the licence for it (Microsoft Entra ID P2)"
+            return Fetched(recorded, status, None, self._now(), f"{reason} ({hint})", True)
         if status == 403:
             unlicensed = "premium" in text.lower() or "NonPremium" in text
             hint = (

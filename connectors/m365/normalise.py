@@ -19,6 +19,13 @@ import re2  # type: ignore[import-untyped]
 from connectors.m365 import shapes
 from connectors.m365.conditional_access import agent_policy_facts, policy_facts
 from connectors.m365.fetched import Fetched, FetchedMap
+from connectors.m365.privileged import (
+    SCUBA_PRIVILEGED_ROLES,
+    app_management,
+    privileged_roles,
+    role_management_policies,
+)
+from connectors.m365.privileged import privileged_user_ids as _user_ids
 from connectors.m365.purview import (
     UnreadableShape,
     Workload,
@@ -71,6 +78,8 @@ class M365Settings:
 
     break_glass: tuple[str, ...] = ()
     mfa_exceptions: tuple[str, ...] = ()
+    # The directory roles judged as highly privileged (MS.AAD.7.x), by display name.
+    privileged_roles: tuple[str, ...] = SCUBA_PRIVILEGED_ROLES
 
 
 @dataclass
@@ -763,6 +772,54 @@ def _collection(path: str) -> Callable[[_Reader, M365Settings], Any]:
     return lambda reader, _settings: strip_annotations(reader.value(path))
 
 
+ROLE_DEFINITIONS_PATH = "graph/v1.0/roleManagement/directory/roleDefinitions"
+ELIGIBLE_PATH = "graph/v1.0/roleManagement/directory/roleEligibilityScheduleInstances"
+ACTIVE_PATH = "graph/v1.0/roleManagement/directory/roleAssignmentScheduleInstances"
+ROLE_POLICIES_PATH = "graph/v1.0/policies/roleManagementPolicyAssignments"
+
+
+def privileged_user_ids(
+    definitions: Fetched, instances: list[Fetched], settings: M365Settings
+) -> list[str]:
+    """The users whose accounts the connector looks up (see privileged.privileged_user_ids)."""
+    if not definitions.ok:
+        return []
+    answers = [f.data for f in instances if f.ok]
+    return _user_ids(definitions.data, answers, settings.privileged_roles)
+
+
+def _privileged_roles(reader: _Reader, settings: M365Settings) -> dict[str, Any]:
+    if "privileged" in reader.memo:
+        facts, used = reader.memo["privileged"]
+        reader.used.extend(used)
+        return dict(facts)
+    start = len(reader.used)
+    definitions = reader.body(ROLE_DEFINITIONS_PATH)
+    eligible = reader.body(ELIGIBLE_PATH)
+    active = reader.body(ACTIVE_PATH)
+    ids = _user_ids(definitions, [eligible, active], settings.privileged_roles)
+    # A user whose account could not be read is listed without it (not cloud-only).
+    users = {i: reader.optional(f"graph/v1.0/users/{i}") for i in ids}
+    facts = privileged_roles(
+        definitions, eligible, active, users, settings.privileged_roles, settings.break_glass
+    )
+    reader.memo["privileged"] = (facts, reader.used[start:])
+    return facts
+
+
+def _role_management_policies(reader: _Reader, settings: M365Settings) -> list[dict[str, Any]]:
+    holders = _privileged_roles(reader, settings)
+    assignments = strip_annotations(reader.body(ROLE_POLICIES_PATH))
+    definitions = reader.body(ROLE_DEFINITIONS_PATH)
+    return role_management_policies(definitions, assignments, settings.privileged_roles, holders)
+
+
+def _app_management(reader: _Reader, _settings: M365Settings) -> dict[str, Any]:
+    default = _single(reader, "graph/v1.0/policies/defaultAppManagementPolicy")
+    custom = strip_annotations(reader.value("graph/v1.0/policies/appManagementPolicies"))
+    return app_management(default, custom)
+
+
 # Section name -> how to build it.
 SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.vendors": lambda r, _s: _vendors(r),
@@ -785,6 +842,9 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.entra.secure_score": lambda r, _s: strip_annotations(
         r.value("graph/v1.0/security/secureScores")[:1]
     ),
+    "m365.entra.app_management_policy": _app_management,
+    "m365.entra.privileged_roles": _privileged_roles,
+    "m365.entra.role_management_policies": _role_management_policies,
     "m365.sharepoint.settings": _body("graph/v1.0/admin/sharepoint/settings"),
     "m365.exo.transport_config": _cmdlet("exo/Get-TransportConfig"),
     "m365.exo.organization_config": _cmdlet("exo/Get-OrganizationConfig"),

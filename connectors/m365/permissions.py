@@ -11,6 +11,9 @@ GRAPH_PERMISSIONS: dict[str, str] = {
     "graph/beta/identity/conditionalAccess": "Policy.Read.All",
     "graph/v1.0/policies/authenticationMethodsPolicy": "Policy.Read.AuthenticationMethod",
     "graph/v1.0/policies": "Policy.Read.All",
+    # PIM's role settings: RoleManagement.Read.Directory, already granted for the roles, covers
+    # them (the narrower RoleManagementPolicy.Read.Directory would be one more grant).
+    "graph/v1.0/policies/roleManagementPolicyAssignments": "RoleManagement.Read.Directory",
     "graph/v1.0/reports/authenticationMethods": "AuditLog.Read.All",
     "graph/v1.0/roleManagement/directory": "RoleManagement.Read.Directory",
     "graph/v1.0/domains": "Domain.Read.All",
@@ -44,7 +47,7 @@ def permissions() -> list[Permission]:
             (
                 "Policy.Read.All",
                 "Conditional Access, authentication strengths, security defaults, authorization "
-                "policy",
+                "policy, app management policies",
             ),
             ("Policy.Read.AuthenticationMethod", "authentication methods policy"),
             ("AuditLog.Read.All", "MFA registration (userRegistrationDetails; needs Entra ID P1)"),
@@ -58,7 +61,11 @@ def permissions() -> list[Permission]:
                 "which permissions users may consent to as 'low impact' (Microsoft Graph's "
                 "delegated permission classifications)",
             ),
-            ("RoleManagement.Read.Directory", "directory roles and their assignments"),
+            (
+                "RoleManagement.Read.Directory",
+                "directory roles and their assignments; PIM's eligible and active assignments "
+                "and role settings (PIM needs Entra ID P2)",
+            ),
             ("Domain.Read.All", "verified domains that send mail (DKIM)"),
             ("Organization.Read.All", "the tenant's identity"),
             ("SharePointTenantSettings.Read.All", "SharePoint and OneDrive sharing settings"),

@@ -83,6 +83,17 @@ _LICENSED = {
         "Neither tenant is B2C or tenant doesn't have premium license",
     ),
 }
+# PIM's reads in a tenant without Entra ID P2 answer 400 (as reported for Graph's and Azure
+# Resource Manager's PIM APIs: JulianHayward/Azure-MG-Sub-Governance-Reporting#114,
+# microsoft/EntraExporter#61).
+_P2 = ("AadPremiumLicenseRequired", "The tenant needs an AAD Premium 2 license.")
+_LICENSED_P2 = frozenset(
+    {
+        "graph/v1.0/roleManagement/directory/roleEligibilityScheduleInstances",
+        "graph/v1.0/roleManagement/directory/roleAssignmentScheduleInstances",
+        "graph/v1.0/policies/roleManagementPolicyAssignments",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -731,6 +742,8 @@ class Sandbox:
             location = f"{self.faults.next_origin.rstrip('/')}{path}"
             return _Answer(302, {"error": "moved"}, headers={"Location": location})
         data = self.tenant.body(recorded)
+        if data is None and recorded in _LICENSED_P2:
+            return _error(400, *_P2)
         if data is None:
             code, message = _LICENSED.get(
                 recorded,
