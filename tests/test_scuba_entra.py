@@ -65,7 +65,7 @@ def test_the_clinic_fails_every_planted_control(tmp_path: Path) -> None:
     results = _demo(tmp_path, "fabrikam-clinic")
     assert {c: results[c]["status"] for c in CONTROLS} == dict.fromkeys(CONTROLS, "fail")
     # Its one Global Administrator, permanently active and assigned outside PIM.
-    assert "/users has fewer than 2 items" in results["m365.entra.global-admin-count"]["reason"]
+    assert "/global_administrators has 1 item" in results["m365.entra.global-admin-count"]["reason"]
     assert (
         "/roles/0/assigned_outside_pim"
         in results["m365.entra.admin-roles-assigned-in-pim"]["reason"]
@@ -256,3 +256,54 @@ def test_an_app_specific_policy_that_allows_passwords_is_an_exemption() -> None:
     controls = [c for c in CONTROLS if c.startswith("m365.entra.app-")]
     results = evaluate_fetched(info, fetched, M365Settings(), "scuba", controls=controls)
     assert {c: r.status for c, r in results.items()} == dict.fromkeys(controls, "fail")
+
+
+def test_a_pseudonymised_recording_keeps_the_privileged_users_accounts(tmp_path: Path) -> None:
+    """The accounts are recorded under their object ids (users/{id}.json): pseudonymising renames
+    them with the ids' pseudonyms, so a shared recording judges the same."""
+    from connectors.m365.pseudonymise import pseudonymise_tenant
+
+    tenant = tmp_path / "fabrikam"
+    shutil.copytree(TENANTS / "fabrikam-clinic", tenant)
+    pseudonymise_tenant(tenant)
+    _info, original = _fetched("fabrikam-clinic")
+    _info, replayed = read_recorded_tenant(tenant, NOW)
+    before = _sections(original)["m365.entra.privileged_roles"].data
+    after = _sections(dict(replayed))["m365.entra.privileged_roles"].data
+    shape = [(u["roles"], u["account_read"], u["cloud_only"]) for u in before["users"]]
+    assert [(u["roles"], u["account_read"], u["cloud_only"]) for u in after["users"]] == shape
+    assert all(u["account_read"] for u in after["users"])
+    assert "owner@fabrikamclinic.com" not in json.dumps(after)
+
+
+def test_only_guid_principal_ids_become_request_paths() -> None:
+    """Principal ids come from the tenant's answers: one that is not a GUID (a path, a query)
+    is never put into a look-up's URL."""
+    from connectors.m365.connector import _privileged
+
+    _info, fetched = _fetched("contoso-health")
+    eligible = json.loads(json.dumps(fetched[PIM[0]].data))
+    odd = json.loads(json.dumps(eligible["value"][0]))
+    odd["principalId"] = odd["principal"]["id"] = "../groups/x?$expand=members"
+    eligible["value"].append(odd)
+    answers = {
+        PIM[0]: Fetched(PIM[0], 200, eligible, NOW),
+        PIM[1]: fetched[PIM[1]],
+        PIM[2]: fetched[PIM[2]],
+    }
+    asked: list[str] = []
+
+    class Graph:
+        async def collection(self, path: str, query: str = "") -> Fetched:
+            return answers[f"graph/v1.0/{path}"]
+
+        async def batch(self, paths: Any) -> dict[str, Fetched]:
+            asked.extend(paths)
+            return {}
+
+    async def definitions() -> list[Fetched]:
+        return [fetched["graph/v1.0/roleManagement/directory/roleDefinitions"]]
+
+    asyncio.run(_privileged(Graph(), definitions(), M365Settings()))  # type: ignore[arg-type]
+    assert asked and all(p.startswith("users/") for p in asked)
+    assert not [p for p in asked if ".." in p or "groups" in p]

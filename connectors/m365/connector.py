@@ -718,7 +718,9 @@ async def _privileged(
         *(graph.collection(path, query) for path, query in PIM_COLLECTIONS)
     )
     found = [eligible, active, policies]
-    users = privileged_user_ids((await definitions)[0], [eligible, active], settings)
+    # The ids come from the answers: only GUIDs become part of a request's path.
+    found_ids = privileged_user_ids((await definitions)[0], [eligible, active], settings)
+    users = [u for u in found_ids if _GUID.fullmatch(u)]
     if users:
         looked_up = await graph.batch(f"users/{u}?$select={PRIVILEGED_USER_FIELDS}" for u in users)
         found += looked_up.values()

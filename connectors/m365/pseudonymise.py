@@ -86,4 +86,11 @@ def pseudonymise_tenant(directory: Path) -> Pseudonyms:
             json.dumps(pseudonyms.value(data), separators=(",", ":"), ensure_ascii=False),
             encoding="utf-8",
         )
+    # A privileged user's account is recorded under its object id (GET /users/{id}): the file is
+    # renamed with the id's pseudonym, which the role assignments now name.
+    accounts = directory / "graph" / "v1.0" / "users"
+    for path in sorted(accounts.glob("*.json")) if accounts.is_dir() else []:
+        renamed = pseudonyms.mapping.get(path.stem)
+        if renamed is not None:
+            path.rename(path.with_name(f"{renamed}.json"))
     return pseudonyms

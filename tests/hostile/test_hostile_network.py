@@ -158,7 +158,9 @@ def _reading(ctx: CollectContext, recorded: str) -> dict[str, Section]:
         if recorded.startswith("graph/")
         else recorded.replace("/", ":", 1)
     )
-    found = {s.name: s for s in ctx.sections if source in s.source}
+    # A section names each answer it read, joined by " + "; one answer's source can be the
+    # start of another's (users, users/{id}), so each is compared whole.
+    found = {s.name: s for s in ctx.sections if source in s.source.split(" + ")}
     assert found, f"no section reads {recorded}: {[s.source for s in ctx.sections]}"
     return found
 
