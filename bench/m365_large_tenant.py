@@ -213,6 +213,8 @@ def main() -> None:
             if not line:
                 raise SystemExit("the sandbox did not start")
             lines.append(line)
+        # The SharePoint admin API is opt-in (it needs Sites.FullControl.All): read it here too.
+        lines.append("read_sharepoint_admin = true\n")
         limits = f"limits = {{ per_host = {args.per_host}, request_budget = 100000 }}\n"
         if args.mode in ("both", "command"):
             config = work / "commsaudit.toml"

@@ -350,10 +350,13 @@ def test_recorded_fixture_paths_follow_the_contract_layout() -> None:
                 "exo",
                 "compliance",
                 "teams",
+                "sharepoint",
             )
             body = json.loads(path.read_text())
             if relative.startswith(("exo/", "compliance/", "teams/")):
                 assert isinstance(body, list), relative
+            if relative.startswith("sharepoint/"):
+                assert isinstance(body, dict), relative
 
 
 def test_a_strength_is_judged_by_the_tenants_own_list_of_strengths() -> None:

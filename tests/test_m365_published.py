@@ -110,8 +110,10 @@ def _config(sandbox: Sandbox, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "tenant_id": sandbox.tenant.tenant_id,
         "client_id": sandbox.client_id,
-        "auth": "client-secret",
-        "client_secret_env": SECRET_ENV,
+        # A certificate: SharePoint's admin API, read too, refuses client-secret tokens.
+        "auth": "certificate",
+        "certificate_file": str(sandbox.files["client"]),
+        "read_sharepoint_admin": True,
         "endpoints": sandbox.endpoints(),
         "break_glass_accounts": [BREAK_GLASS],
         "limits": {"retries": 2, "backoff_seconds": 0.05, "timeout_seconds": 10},
@@ -235,7 +237,8 @@ def test_each_cloud_asks_for_tokens_the_documented_resources_grant(cloud: str) -
     # documentation) names; a wrong host in the connector's cloud table fails the sign-in.
     with Sandbox(BASE) as served:
         ctx, connector = collect(served, cloud=cloud)
-    assert connector.stats["sign_ins"] == 4  # Graph, Exchange, Security & Compliance, Teams
+    # Graph, Exchange, Security & Compliance, Teams, and the tenant's SharePoint admin site.
+    assert connector.stats["sign_ins"] == 5
     assert all(s.status == "ok" for s in ctx.sections), {
         s.name: s.reason for s in ctx.sections if s.status != "ok"
     }

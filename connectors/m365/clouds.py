@@ -21,6 +21,10 @@ hosts; the admin REST API's hosts and token resources are what working REST clie
   that disagree with each other (l5.ps.compliance.protection.office365.us there,
   compliance.dod.microsoft.com in app-only-auth-powershell-v2.md); the REST front door and token
   resource used by ScubaGear's REST client are ps.compliance.protection.office365.us.
+- sharepoint: the domain of the tenant's SharePoint admin site, `<name>-admin.<domain>`, whose
+  origin is also the token resource (cisagov/ScubaGear schemas/ScubaGearApiCatalog.json, "SharePoint
+  REST API": sharepoint.com for commercial and GCC, sharepoint.us for GCC High,
+  sharepoint-mil.us for DoD; Connect-SPOService.md shows https://contoso-admin.sharepoint.com).
 - compliance_backend: the regional Security & Compliance host a front-door redirect names, built
   from the first label of the redirect's host (ScubaGear Get-ComplianceApiEndpoint, CIPP-API
   New-ExoRequest; Get-ConnectionInformation.md shows nam12b.ps.compliance.protection.outlook.com).
@@ -37,10 +41,14 @@ hosts; the admin REST API's hosts and token resources are what working REST clie
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from dataclasses import dataclass
 
 # The "Skype and Teams Tenant Admin API" application: the Teams admin API's token resource.
 TEAMS_RESOURCE = "48ac35b8-9aa8-4d74-927d-1f4a14a0b239"
+# One DNS label: a tenant's SharePoint name.
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class Cloud:
     # "{prefix}" is the first label of the host a compliance front-door redirect names.
     compliance_backend: str
     teams: str
+    # The SharePoint admin site is `https://<name>-admin.<sharepoint>` (see sharepoint_admin).
+    sharepoint: str = "sharepoint.com"
     # Token resources where they differ from the host requests go to.
     exchange_resource: str = ""
     compliance_resource: str = ""
@@ -72,6 +82,28 @@ class Cloud:
     @property
     def teams_scope(self) -> str:
         return f"{TEAMS_RESOURCE}/.default"
+
+    def sharepoint_admin(self, initial_domain: str) -> str | None:
+        """The admin site of the tenant whose initial domain is `<name>.onmicrosoft.com`
+        (`https://<name>-admin.sharepoint.com`), as ScubaGear finds it; None for any other
+        domain, or a name that is not one DNS label."""
+        name, dot, rest = initial_domain.strip().lower().partition(".")
+        if (
+            not dot
+            or rest not in ("onmicrosoft.com", "onmicrosoft.us")
+            or not _LABEL.fullmatch(name)
+        ):
+            return None
+        return f"https://{name}-admin.{self.sharepoint}"
+
+    def is_sharepoint_admin(self, origin: str) -> bool:
+        """Whether `origin` is a SharePoint admin site of this cloud (a real token resource),
+        not a proxy or the sandbox."""
+        host = urllib.parse.urlsplit(origin).hostname or ""
+        name, _, domain = host.partition(".")
+        return (
+            domain == self.sharepoint and name.endswith("-admin") and bool(_LABEL.fullmatch(name))
+        )
 
 
 _COMMERCIAL = {
@@ -94,6 +126,7 @@ CLOUDS = {
         compliance="https://ps.compliance.protection.office365.us",
         compliance_backend="https://{prefix}.ps.compliance.protection.office365.us",
         teams="https://api.interfaces.records.gov.teams.microsoft.us",
+        sharepoint="sharepoint.us",
     ),
     "dod": Cloud(
         "dod",
@@ -103,6 +136,7 @@ CLOUDS = {
         compliance="https://ps.compliance.protection.office365.us",
         compliance_backend="https://{prefix}.ps.compliance.protection.office365.us",
         teams="https://api.interfaces.records.gov.teams.microsoft.us",
+        sharepoint="sharepoint-mil.us",
     ),
 }
 
@@ -119,6 +153,9 @@ class Endpoints:
     compliance_backend: str
     teams: str
     ca_bundle: str | None = None
+    # The SharePoint admin site when config names it; else it is worked out from the tenant's
+    # initial domain (Cloud.sharepoint_admin) once Graph has said what that is.
+    sharepoint_admin: str | None = None
 
     @property
     def authority_overridden(self) -> bool:
@@ -145,4 +182,5 @@ def endpoints_for(cloud: str, overrides: dict[str, str] | None = None) -> Endpoi
         pick("compliance_backend", backend_default),
         pick("teams", base.teams),
         given.get("ca_bundle") or None,
+        given["sharepoint_admin"].rstrip("/") if given.get("sharepoint_admin") else None,
     )

@@ -32,6 +32,7 @@ from connectors.m365.normalise import (
     privileged_user_ids,
 )
 from connectors.m365.permissions import permissions
+from connectors.m365.sharepoint import OPT_IN, TENANT_PATH, SharePointAdmin
 from connectors.m365.teams import CONFIGURATIONS, TeamsApi
 
 if TYPE_CHECKING:  # imported while the sign-in is in flight (see collect)
@@ -186,6 +187,7 @@ _ENDPOINT_KEYS = {
     "compliance",
     "compliance_backend",
     "teams",
+    "sharepoint_admin",
     "ca_bundle",
 }
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -236,6 +238,11 @@ class M365Connector(Connector):
                 "(MS.AAD.7.x); default: SCuBA's list.",
                 "minItems": 1,
                 "items": {"type": "string", "minLength": 1},
+            },
+            OPT_IN: {
+                "type": "boolean",
+                "description": "Read the SharePoint admin API's tenant settings (needs the "
+                "SharePoint application permission Sites.FullControl.All and a certificate).",
             },
             "mailbox_properties": {
                 "type": "array",
@@ -313,6 +320,7 @@ class M365Connector(Connector):
                 k: v for k, v in self.config.get("endpoints", {}).items() if k != "ca_bundle"
             },
             "break_glass_accounts": list(self.config.get("break_glass_accounts", [])),
+            OPT_IN: bool(self.config.get(OPT_IN, False)),
             "collection": self.stats,
         }
 
@@ -416,8 +424,22 @@ class M365Connector(Connector):
         )
         join = RegistrationJoin(settings)
 
+        sharepoint = SharePointAdmin(
+            admin_http,
+            tokens.token,
+            cloud=cloud,
+            override=endpoints.sharepoint_admin,
+            enabled=bool(self.config.get(OPT_IN, False)),
+            method=method,
+            now=_now,
+            initial_domain=identity.initial_domain,
+            allow=transport.allow,
+        )
+
         def keep(answers: dict[str, Fetched]) -> dict[str, Any]:
-            return self._keep_answers(ctx, answers, endpoints.graph, exchange, compliance, teams)
+            return self._keep_answers(
+                ctx, answers, endpoints.graph, exchange, compliance, teams, sharepoint
+            )
 
         try:
             ctx.progress(f"signing in ({method})")
@@ -442,7 +464,14 @@ class M365Connector(Connector):
             ticker = asyncio.ensure_future(_report_progress(ctx, transport.stats))
             try:
                 fetched, early, errors = await self._read_all(
-                    ctx, graph, identity, (exchange, compliance, teams), settings, join, keep
+                    ctx,
+                    graph,
+                    identity,
+                    (exchange, compliance, teams),
+                    sharepoint,
+                    settings,
+                    join,
+                    keep,
                 )
             finally:
                 ticker.cancel()
@@ -452,7 +481,9 @@ class M365Connector(Connector):
         tenant = _tenant_facts(fetched, auth.tenant_id)
         subject = tenant["default_domain"]
         ctx.add_subject("m365", "tenant", subject)
-        graph_answers = {p: f for p, f in fetched.items() if p.startswith("graph/")}
+        graph_answers = {
+            p: f for p, f in fetched.items() if p.startswith(("graph/", "sharepoint/"))
+        }
         errors.update(keep(graph_answers))
         self._keep_tenant(ctx, tenant, errors)
         rest = normalise(
@@ -490,6 +521,7 @@ class M365Connector(Connector):
         graph: GraphReader,
         identity: _TenantIdentity,
         apis: tuple[AdminApi, AdminApi, TeamsApi],
+        sharepoint: SharePointAdmin,
         settings: M365Settings,
         join: RegistrationJoin,
         keep: Callable[[dict[str, Fetched]], dict[str, Any]],
@@ -529,6 +561,9 @@ class M365Connector(Connector):
         agent_ca = asyncio.ensure_future(graph.collection(*AGENT_CA, version="beta"))
         definitions = reads[[p for p, _q in GRAPH_COLLECTIONS].index(ROLE_DEFINITIONS)]
         privileged = asyncio.ensure_future(_privileged(graph, definitions, settings))
+        # Waits for the organization (the initial domain names the admin site) and then reads
+        # one object: well before the last Graph pages.
+        spo_tenant = asyncio.ensure_future(sharepoint.read_tenant())
 
         async def graph_part() -> list[Fetched]:
             collections = [f for part in await asyncio.gather(*reads) for f in part]
@@ -538,6 +573,7 @@ class M365Connector(Connector):
                 await agent_ca,
                 *collections,
                 *await privileged,
+                await spo_tenant,
             ]
 
         async def exchange_part() -> list[Fetched]:
@@ -589,6 +625,7 @@ class M365Connector(Connector):
         exchange: AdminApi,
         compliance: AdminApi,
         teams: TeamsApi,
+        sharepoint: SharePointAdmin,
     ) -> dict[str, Any]:
         """Keep each answer read as a raw record (scrubbed from then on, in a worker); return
         what the failed reads said, for `m365/_errors.json`."""
@@ -603,6 +640,8 @@ class M365Connector(Connector):
                     "url": teams.url(configuration),
                     "cmdlet": CONFIGURATIONS.get(configuration, ""),
                 }
+            elif path == TENANT_PATH:
+                request = {"method": "GET", "url": sharepoint.endpoint()}
             else:
                 api = exchange if path.startswith("exo/") else compliance
                 cmdlet = path.split("/", 1)[1]
@@ -669,6 +708,14 @@ class _TenantIdentity:
             fetched = {found.path: found} if found is not None else {}
             self._facts = _tenant_facts(fetched, self.configured)
         return self._facts
+
+    async def initial_domain(self) -> str | None:
+        """The tenant's initial domain (`<name>.onmicrosoft.com`), from the config when it
+        names it, else from Graph's organization; None when neither says."""
+        domain = self.configured
+        if not domain.lower().endswith((".onmicrosoft.com", ".onmicrosoft.us")):
+            domain = (await self._known())["default_domain"]
+        return domain if domain.lower().endswith((".onmicrosoft.com", ".onmicrosoft.us")) else None
 
     async def exchange_anchor(self) -> str | None:
         tenant = self.configured

@@ -46,6 +46,8 @@ class Fetched:
         kind, _, rest = self.path.partition("/")
         if kind == "graph":
             return f"graph:GET /{rest}"
+        if kind == "sharepoint":
+            return f"sharepoint:GET /_api/{rest}"
         return f"{kind}:{rest}"
 
     @property

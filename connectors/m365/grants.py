@@ -4,7 +4,16 @@ them; `commsaudit init` adds the GitHub Actions federated credential around them
 
 from __future__ import annotations
 
-from connectors.m365.permissions import ADMIN_API_PERMISSION, READER_ROLE, TEAMS_API, permissions
+from connectors.m365.permissions import (
+    ADMIN_API_PERMISSION,
+    READER_ROLE,
+    SHAREPOINT_API,
+    SHAREPOINT_APP_ID,
+    SHAREPOINT_OPT_IN,
+    SHAREPOINT_PERMISSION,
+    TEAMS_API,
+    permissions,
+)
 
 APP_NAME = "commsaudit-reader"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
@@ -62,6 +71,17 @@ def grant_lines() -> list[str]:
         "",
         "# Admin consent for those application permissions.",
         'az ad app permission admin-consent --id "$APP_ID"',
+        "",
+        f"# OPT-IN, left out unless you uncomment it: {SHAREPOINT_API} {SHAREPOINT_PERMISSION},",
+        f"# for [m365] {SHAREPOINT_OPT_IN} = true (SCuBA's OneDrive and sharing-link controls,",
+        "# MS.SHAREPOINT.1.2-3.3; without it they are `error`). SharePoint has no narrower",
+        "# permission for its tenant settings: this one also lets the app read and change every",
+        "# site and file. SharePoint takes it only from an app that signs in with a certificate.",
+        f"# SPO={SHAREPOINT_APP_ID}",
+        '# role=$(az ad sp show --id "$SPO" \\',
+        f"#   --query \"appRoles[?value=='{SHAREPOINT_PERMISSION}'].id | [0]\" -o tsv)",
+        '# az ad app permission add --id "$APP_ID" --api "$SPO" --api-permissions "$role=Role"',
+        '# az ad app permission admin-consent --id "$APP_ID"',
         "",
         f"# The {READER_ROLE} role for the app's service principal: Exchange Online, Security &",
         f"# Compliance and Teams settings are read through it (the {TEAMS_API}",

@@ -394,6 +394,15 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             attempt += 1
             self.stats.retries += 1
 
+    def allow(self, url: str) -> None:
+        """Add `url`'s origin to where requests may go: an endpoint known only once the run has
+        read something (the SharePoint admin site, from the tenant's initial domain). Raises
+        ValueError for a URL that is not https://."""
+        added = Destinations.of([url])
+        self.destinations = Destinations(
+            self.destinations.origins | added.origins, self.destinations.patterns
+        )
+
     async def wait_to_retry(self, attempt: int, retry_after: float | None) -> bool:
         """For retries this layer cannot see, such as an item of a Graph `$batch` answered 429
         inside a 200: wait as the answer asks (or back off), and say whether to try again."""

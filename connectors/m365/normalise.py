@@ -759,6 +759,36 @@ def _transport_rules(reader: _Reader, _settings: M365Settings) -> list[dict[str,
     return [transport_rule_facts(r) for r in _objects(reader, "exo/Get-TransportRule")]
 
 
+# The SharePoint admin API's Tenant properties the controls read (names as /_api/SPO.Tenant
+# sends them; Get-SPOTenant calls ODBSharingCapability OneDriveSharingCapability).
+SPO_TENANT_PATH = "sharepoint/SPO.Tenant"
+SPO_TENANT_PROPERTIES = (
+    "SharingCapability",
+    "ODBSharingCapability",
+    "DefaultSharingLinkType",
+    "DefaultLinkPermission",
+    "RequireAnonymousLinksExpireInDays",
+    "FileAnonymousLinkType",
+    "FolderAnonymousLinkType",
+    "EmailAttestationRequired",
+    "EmailAttestationReAuthDays",
+)
+
+
+def _spo_tenant(reader: _Reader, _settings: M365Settings) -> dict[str, Any]:
+    """The Tenant object's sharing properties. The verbose OData answer wraps them in `d`
+    (ScubaGear's sample export); a plainer one sends them bare: both are read. A property the
+    answer lacks is left out, so a control that needs it cannot pass."""
+    body = reader.body(SPO_TENANT_PATH)
+    tenant = body.get("d", body) if isinstance(body, dict) else None
+    if not isinstance(tenant, dict):
+        raise UnreadableShape("SPO.Tenant: the answer is not an object")
+    found = {name: tenant[name] for name in SPO_TENANT_PROPERTIES if name in tenant}
+    if not found:
+        raise UnreadableShape("SPO.Tenant: the answer holds none of the Tenant's sharing settings")
+    return found
+
+
 def _cmdlet(path: str) -> Callable[[_Reader, M365Settings], Any]:
     return lambda reader, _settings: _objects(reader, path)
 
@@ -846,6 +876,7 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.entra.privileged_roles": _privileged_roles,
     "m365.entra.role_management_policies": _role_management_policies,
     "m365.sharepoint.settings": _body("graph/v1.0/admin/sharepoint/settings"),
+    "m365.sharepoint.tenant": _spo_tenant,
     "m365.exo.transport_config": _cmdlet("exo/Get-TransportConfig"),
     "m365.exo.organization_config": _cmdlet("exo/Get-OrganizationConfig"),
     "m365.exo.admin_audit_log_config": _cmdlet("exo/Get-AdminAuditLogConfig"),
@@ -969,4 +1000,6 @@ def _raws(used: Iterable[Fetched]) -> tuple[str, ...]:
 
 def _source_for_path(path: str) -> str:
     kind, _, rest = path.partition("/")
+    if kind == "sharepoint":
+        return f"sharepoint:GET /_api/{rest}"
     return f"graph:GET /{rest}" if kind == "graph" else f"{kind}:{rest}"

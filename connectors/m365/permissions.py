@@ -31,6 +31,19 @@ READER_ROLE = "Global Reader"
 # "Application-based authentication in Teams PowerShell Module"; ScubaGear's API catalog lists
 # Global Reader as the role its Teams reads need).
 TEAMS_API = "Skype and Teams Tenant Admin API"
+# The SharePoint admin API (connectors/m365/sharepoint.py): opt-in, see SHAREPOINT_WHY.
+SHAREPOINT_API = "Office 365 SharePoint Online"
+SHAREPOINT_APP_ID = "00000003-0000-0ff1-ce00-000000000000"
+SHAREPOINT_PERMISSION = "Sites.FullControl.All"
+SHAREPOINT_OPT_IN = "read_sharepoint_admin"
+SHAREPOINT_WHY = (
+    "OPT-IN, only with [m365] read_sharepoint_admin = true: OneDrive sharing, default sharing "
+    "links, 'Anyone' link expiry and permissions, verification-code reauthentication (SCuBA "
+    "MS.SHAREPOINT.1.2-3.3), which only the SharePoint admin API shows. SharePoint has no "
+    "narrower permission for its tenant settings, and this one also lets the app read and "
+    "change every site and file: grant it only if you accept that. SharePoint accepts it only "
+    "from an app that signs in with a certificate, not a client secret"
+)
 
 
 def graph_permission(recorded: str) -> str:
@@ -86,6 +99,9 @@ def permissions() -> list[Permission]:
             f"{TEAMS_API} (no permission to add)",
             f"Teams meeting, external access, client and app settings (GETs of "
             f"/Skype.Policy/configurations); the {READER_ROLE} role authorises them",
+        ),
+        Permission(
+            f"{SHAREPOINT_API} application permission {SHAREPOINT_PERMISSION}", SHAREPOINT_WHY
         ),
     ]
     return out

@@ -1,9 +1,11 @@
 """The sandbox server: a recorded tenant answered the way Microsoft's services answer.
 
-Six listeners on 127.0.0.1, one for each service host the connector talks to: the identity
+Seven listeners on 127.0.0.1, one for each service host the connector talks to: the identity
 platform (OpenID configuration and token endpoint), Microsoft Graph, the Exchange admin API, the
-Security & Compliance front door, that service's "regional" host, and the Teams admin API (GETs of
-`/Skype.Policy/configurations/<Type>`, answered from the recorded `teams/` files). As the real
+Security & Compliance front door, that service's "regional" host, the Teams admin API (GETs of
+`/Skype.Policy/configurations/<Type>`, answered from the recorded `teams/` files), and the
+tenant's SharePoint admin site (GET /_api/SPO.Tenant only, for a token whose resource is the
+tenant's own admin site and that was not got with a client secret, as SharePoint does). As the real
 front door does, the compliance one answers the module-file GET with a redirect naming the
 tenant's region (`<prefix>.admin.protection.outlook.com:446`, whose REST API a client finds on
 its regional listener at `/<prefix>/adminapi/...`), and redirects an InvokeCommand POST instead
@@ -41,7 +43,15 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from connectors.m365.sandbox import jwt
 from connectors.m365.sandbox.pki import SandboxPki, make_pki
 
-ROLES = ("login", "graph", "exchange", "compliance", "compliance-regional", "teams")
+ROLES = (
+    "login",
+    "graph",
+    "exchange",
+    "compliance",
+    "compliance-regional",
+    "teams",
+    "sharepoint",
+)
 # The region the compliance front door names, as a real one names nam12b or eur02b.
 REGION_PREFIX = "sbx01b"
 CLIENT_ID = "5e0c7d6f-1b2a-4c3d-9e8f-0a1b2c3d4e5f"
@@ -72,6 +82,24 @@ _SCOPE_AUDIENCE = {
     "ps.compliance.protection.outlook.com": "compliance",
     "ps.compliance.protection.office365.us": "compliance",
 }
+# SharePoint admin sites, per national cloud: `https://<name>-admin.<domain>` is its own token
+# resource (cisagov/ScubaGear schemas/ScubaGearApiCatalog.json, "SharePoint REST API").
+_SHAREPOINT_DOMAINS = ("sharepoint.com", "sharepoint.us", "sharepoint-mil.us")
+# SharePoint's answers when the caller may not read (OData verbose error; its code and text as
+# SharePoint sends them, e.g. in PnP's and CLI for Microsoft 365's tests) and when the token was
+# got with a client secret (Microsoft's "Avoiding Access Errors with SharePoint App-Only
+# Access", Microsoft Mission Critical blog, 2025).
+_SPO_DENIED = {
+    "error": {
+        "code": "-2147024891, System.UnauthorizedAccessException",
+        "message": {
+            "lang": "en-US",
+            "value": "Access denied. You do not have permission to perform this action or "
+            "access this resource.",
+        },
+    }
+}
+_SPO_APP_ONLY_SECRET = {"error_description": "Unsupported app only token."}
 # Graph paths that need a licence the tenant may lack: answered as the service answers then.
 _LICENSED = {
     "graph/v1.0/reports/authenticationMethods/userRegistrationDetails": (
@@ -188,7 +216,13 @@ class RecordedTenant:
         for path in sorted(self.directory.rglob("*.json")):
             recorded = path.relative_to(self.directory).as_posix().removesuffix(".json")
             kind = recorded.split("/")[0]
-            if recorded != "tenant" and kind in ("graph", "exo", "compliance", "teams"):
+            if recorded != "tenant" and kind in (
+                "graph",
+                "exo",
+                "compliance",
+                "teams",
+                "sharepoint",
+            ):
                 data = self.body(recorded)
                 listed = isinstance(data, dict) and isinstance(data.get("value"), list)
                 if isinstance(data, list) or listed:
@@ -405,6 +439,7 @@ class Sandbox:
             # Where a region's REST API is: the regional listener, the prefix in its path.
             "compliance_backend": self.origin("compliance-regional") + "/{prefix}",
             "teams": self.origin("teams"),
+            "sharepoint_admin": self.origin("sharepoint"),
             "ca_bundle": str(self.files["ca"]),
         }
 
@@ -474,6 +509,8 @@ class Sandbox:
             return self._graph(server, method, path, query, headers, body)
         if server.role == "teams":
             return self._teams(server, method, path, headers)
+        if server.role == "sharepoint":
+            return self._sharepoint(server, method, path, headers)
         return self._admin_api(server, method, path, query, headers, body)
 
     def _refuse(self, server: _Server, method: str, path: str, why: str) -> _Answer:
@@ -561,6 +598,20 @@ class Sandbox:
         audience = _SCOPE_AUDIENCE.get(host) or _RESOURCE_AUDIENCE.get(
             first.removesuffix("/.default").lower()
         )
+        name, _, domain = host.partition(".")
+        if domain in _SHAREPOINT_DOMAINS and name.endswith("-admin"):
+            if name != f"{self.tenant.default_domain.split('.', 1)[0].lower()}-admin":
+                # Another tenant's admin site (or a name that is no tenant's) is no resource
+                # of this one.
+                return _Answer(
+                    400,
+                    {
+                        "error": "invalid_resource",
+                        "error_description": "AADSTS500011: The resource principal named "
+                        f"https://{host} was not found in the tenant named {tenant}.",
+                    },
+                )
+            audience = "sharepoint"
         if audience is None:
             return _Answer(
                 400,
@@ -666,6 +717,8 @@ class Sandbox:
             claims = jwt.check(self._token_key, value[7:].strip())
         except jwt.TokenError as exc:
             return _error(401, "InvalidAuthenticationToken", str(exc))
+        if audience == "sharepoint" and claims.get("auth") == "client-secret":
+            return _Answer(401, _SPO_APP_ONLY_SECRET)
         if claims.get("aud") != audience:
             return _error(
                 401,
@@ -695,6 +748,32 @@ class Sandbox:
             ), None
         recorded = "graph" + urllib.parse.unquote(path)
         return self._graph_get(server, recorded, path, query), recorded
+
+    # SharePoint admin site
+    def _sharepoint(
+        self, server: _Server, method: str, path: str, headers: dict[str, str]
+    ) -> tuple[_Answer, str | None]:
+        """GET /_api/SPO.Tenant and nothing else: a CSOM ProcessQuery POST, whatever its body
+        asks, and every other method are refused (they are how settings are changed)."""
+        if method != "GET":
+            return self._refuse(
+                server, method, path, "only GET /_api/SPO.Tenant is served on the admin site"
+            ), None
+        if path.rstrip("/").lower() != "/_api/spo.tenant":
+            return _error(404, "NotFound", path), None
+        problem = self._authorised(headers, "sharepoint")
+        if problem:
+            return problem, None
+        recorded = "sharepoint/SPO.Tenant"
+        fault = self._fault(recorded)
+        if fault:
+            if fault.status == 403:
+                fault = _Answer(403, _SPO_DENIED)
+            return fault, recorded
+        data = self.tenant.body(recorded)
+        if data is None:
+            return _Answer(403, _SPO_DENIED), recorded
+        return _Answer(200, data), recorded
 
     def _fault(self, recorded: str) -> _Answer | None:
         if Faults.matches(self.faults.drop, recorded):
