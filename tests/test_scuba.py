@@ -297,3 +297,12 @@ def test_an_unreadable_beta_answer_makes_the_agent_control_an_error() -> None:
     result = results["m365.entra.risky-agents-blocked"]
     assert result.status == "error"  # never a pass on what could not be read
     assert "Authorization_RequestDenied" in (result.reason or "")
+
+
+def test_the_terminal_names_both_views_of_a_finding_under_the_scuba_profile(tmp_path: Path) -> None:
+    done = run_cli("audit", "--demo", "--profile", "scuba", "--out", tmp_path, cwd=tmp_path)
+    assert done.returncode == 1
+    assert (
+        "FAIL    dns.dmarc.reject (contoso-health-news.org, high; 164.312(c)(1), 164.312(e)(1); "
+        "SCuBA MS.EXO.4.2v1)"
+    ) in done.stdout + done.stderr

@@ -197,13 +197,22 @@ def render(
     show = _shown(redactor or Redactor.from_environment())
     console.print(summary_table(report))
     findings = attention(report.results.results)
+    # Under the scuba profile a finding names both views: its HIPAA citations and the CISA SCuBA
+    # policies it evaluates (other profiles keep the shorter line).
+    both_views = report.results.run.profile == "scuba"
     if findings:
         console.print()
         for result in findings[:_SHOWN]:
             label = STATUS_LABELS[result.status].upper()
+            views = (
+                f"; {', '.join(result.citations)}; SCuBA {', '.join(result.scuba)}"
+                if both_views and result.scuba
+                else ""
+            )
             console.print(
                 f"[{_STYLE[result.status]}]{label:<7}[/] [bold]{escape(show(result.control))}[/] "
-                f"({escape(show(result.subject))}, {escape(show(result.severity))})"
+                f"({escape(show(result.subject))}, {escape(show(result.severity))}"
+                f"{escape(views)})"
             )
             console.print(Padding(Text(show(result.reason)), (0, 0, 0, 8)))
             places = _where(result, show) if result.status == "fail" else []
