@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,29 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     assert len(bundles) == 1, proc.stderr
     keys = sorted((work / "out").glob("*.pub.pem"))
     return DemoRun(work / "out", bundles[0], keys[0], proc.returncode, proc.stdout, proc.stderr)
+
+
+ScubaDemo = Callable[[str], list[dict[str, Any]]]
+
+
+@pytest.fixture(scope="session")
+def scuba_demo(tmp_path_factory: pytest.TempPathFactory) -> ScubaDemo:
+    """`commsaudit audit --demo NAME --profile scuba --format json`'s results, each sample
+    organisation run once for the session (a run takes seconds; many tests read it)."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+
+    def results(demo: str) -> list[dict[str, Any]]:
+        if demo not in runs:
+            work = tmp_path_factory.mktemp(f"scuba-{demo}")
+            done = run_cli(
+                "audit", "--demo", demo, "--profile", "scuba", "--out", work / "out",
+                "--format", "json", cwd=work,
+            )  # fmt: skip
+            assert done.returncode in (0, 1), done.stderr  # judged, whatever the verdicts
+            runs[demo] = json.loads(done.stdout)["results"]
+        return runs[demo]
+
+    return results
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from auditor.resources import policies_dir
 from connectors.m365.fetched import Fetched, read_recorded_tenant
 from connectors.m365.normalise import M365Settings
 
+from conftest import ScubaDemo
 from helpers import REPO, members, run_cli
 from m365_verdicts import NOW, evaluate_fetched
 
@@ -194,14 +195,10 @@ def test_connection_filter_is_read_and_judged(tmp_path: Path) -> None:
     assert statuses["m365.exo.safe-list-off"] == "fail"
 
 
-def test_dmarc_policies_of_the_exchange_baseline(tmp_path: Path) -> None:
-    done = run_cli(
-        "audit", "--demo", "--profile", "scuba", "--out", tmp_path, "--format", "json",
-        cwd=tmp_path,
-    )  # fmt: skip
+def test_dmarc_policies_of_the_exchange_baseline(scuba_demo: ScubaDemo) -> None:
     results = {
         (r["control"], r["subject"]): r
-        for r in json.loads(done.stdout)["results"]
+        for r in scuba_demo("contoso-health")
         if r["control"].startswith("dns.dmarc.")
     }
     statuses = {key: r["status"] for key, r in results.items()}
@@ -216,7 +213,9 @@ def test_dmarc_policies_of_the_exchange_baseline(tmp_path: Path) -> None:
     assert "federal_reporting" in cisa["reason"]
 
 
-def test_manual_policies_read_dated_checks_from_the_attestations_file(tmp_path: Path) -> None:
+def test_manual_policies_read_dated_checks_from_the_attestations_file(
+    scuba_demo: ScubaDemo,
+) -> None:
     manual = {
         "org.manual.risk-notifications": "MS.AAD.2.2v1",
         "org.manual.security-logs-to-soc": "MS.AAD.4.1v1",
@@ -224,17 +223,14 @@ def test_manual_policies_read_dated_checks_from_the_attestations_file(tmp_path: 
         "org.manual.dlp-restricted-apps": "MS.SECURITYSUITE.3.5v1",
         "org.manual.alerts-monitored": "MS.SECURITYSUITE.4.2v1",
     }
-    verdicts = {}
-    for demo in ("contoso-health", "fabrikam-clinic"):
-        done = run_cli(
-            "audit", "--demo", demo, "--profile", "scuba", "--out", tmp_path / demo,
-            "--format", "json", cwd=tmp_path,
-        )  # fmt: skip
-        verdicts[demo] = {
+    verdicts = {
+        demo: {
             r["control"]: (r["status"], r["scuba"], r["reason"])
-            for r in json.loads(done.stdout)["results"]
+            for r in scuba_demo(demo)
             if r["control"] in manual
         }
+        for demo in ("contoso-health", "fabrikam-clinic")
+    }
     assert {c: v[:2] for c, v in verdicts["contoso-health"].items()} == {
         c: ("pass", [i]) for c, i in manual.items()
     }
@@ -245,23 +241,20 @@ def test_manual_policies_read_dated_checks_from_the_attestations_file(tmp_path: 
     assert 'lacks required property "MS.AAD.2.2v1"' in clinic["org.manual.risk-notifications"][2]
 
 
-def test_managed_devices_and_authenticator_context(tmp_path: Path) -> None:
+def test_managed_devices_and_authenticator_context(scuba_demo: ScubaDemo) -> None:
     controls = (
         "m365.entra.managed-devices-required",
         "m365.entra.mfa-registration-managed-devices",
         "m365.entra.authenticator-shows-context",
     )
-    verdicts = {}
-    for demo in ("contoso-health", "fabrikam-clinic"):
-        done = run_cli(
-            "audit", "--demo", demo, "--profile", "scuba", "--out", tmp_path / demo,
-            "--format", "json", cwd=tmp_path,
-        )  # fmt: skip
-        verdicts[demo] = {
+    verdicts = {
+        demo: {
             r["control"]: (r["status"], r["reason"])
-            for r in json.loads(done.stdout)["results"]
+            for r in scuba_demo(demo)
             if r["control"] in controls
         }
+        for demo in ("contoso-health", "fabrikam-clinic")
+    }
     assert {c: v[0] for c, v in verdicts["contoso-health"].items()} == dict.fromkeys(
         controls, "pass"
     )
@@ -271,17 +264,11 @@ def test_managed_devices_and_authenticator_context(tmp_path: Path) -> None:
     assert "displayAppInformationRequiredState/state" in clinic[controls[2]][1]
 
 
-def test_risky_agents_are_judged_from_graph_beta(tmp_path: Path) -> None:
-    verdicts = {}
-    for demo in ("contoso-health", "fabrikam-clinic"):
-        done = run_cli(
-            "audit", "--demo", demo, "--profile", "scuba", "--out", tmp_path / demo,
-            "--format", "json", cwd=tmp_path,
-        )  # fmt: skip
-        verdicts[demo] = next(
-            r for r in json.loads(done.stdout)["results"]
-            if r["control"] == "m365.entra.risky-agents-blocked"
-        )  # fmt: skip
+def test_risky_agents_are_judged_from_graph_beta(scuba_demo: ScubaDemo) -> None:
+    verdicts = {
+        demo: next(r for r in scuba_demo(demo) if r["control"] == "m365.entra.risky-agents-blocked")
+        for demo in ("contoso-health", "fabrikam-clinic")
+    }
     assert verdicts["contoso-health"]["status"] == "pass"
     assert verdicts["contoso-health"]["scuba"] == ["MS.AAD.9.1v1"]
     assert verdicts["fabrikam-clinic"]["status"] == "fail"  # no policy for agents at all

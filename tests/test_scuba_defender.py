@@ -23,7 +23,8 @@ from connectors.m365.normalise import M365Settings
 from connectors.m365.sandbox.server import SECRET_ENV, Sandbox
 from connectors.m365.threat_policies import MALWARE, SAFE_LINKS, in_force, rule_reach
 
-from helpers import REPO, run_cli
+from conftest import ScubaDemo
+from helpers import REPO
 from m365_verdicts import NOW, evaluate_fetched
 
 CONTOSO = REPO / "fixtures" / "tenants" / "contoso-health"
@@ -65,27 +66,22 @@ DEFENDER_CONTROLS = {
 DOMAINS = {"contoso-health.org", "contoso-health.onmicrosoft.com"}
 
 
-def _demo(tenant: str, tmp_path: Path) -> dict[str, str]:
-    done = run_cli(
-        "audit", "--demo", tenant, "--profile", "scuba", "--out", tmp_path,
-        "--format", "json", cwd=tmp_path,
-    )  # fmt: skip
-    results = json.loads(done.stdout)["results"]
-    return {r["control"]: r["status"] for r in results if r["control"] in CONTROLS}
+def _demo(tenant: str, scuba_demo: ScubaDemo) -> dict[str, str]:
+    return {r["control"]: r["status"] for r in scuba_demo(tenant) if r["control"] in CONTROLS}
 
 
-def test_the_clinic_demo_passes_every_defender_control(tmp_path: Path) -> None:
-    assert _demo("contoso-health", tmp_path) == dict.fromkeys(CONTROLS, "pass")
+def test_the_clinic_demo_passes_every_defender_control(scuba_demo: ScubaDemo) -> None:
+    assert _demo("contoso-health", scuba_demo) == dict.fromkeys(CONTROLS, "pass")
 
 
-def test_fabrikam_fails_every_defender_control(tmp_path: Path) -> None:
+def test_fabrikam_fails_every_defender_control(scuba_demo: ScubaDemo) -> None:
     # Planted: no preset policies; the default anti-malware policy lacks vbe and ZAP; a front
     # desk anti-spam policy adds an X-header only; an allowed sender domain; the default
     # anti-phishing policy with impersonation protection and two safety tips off; custom Safe
     # Links and Safe Attachments policies for everyone that check little and allow malware;
     # Defender for SharePoint/OneDrive/Teams off; the external-sender rule disabled; the
     # forwarding alert off; a DLP rule that tells no one.
-    assert _demo("fabrikam-clinic", tmp_path) == dict.fromkeys(CONTROLS, "fail")
+    assert _demo("fabrikam-clinic", scuba_demo) == dict.fromkeys(CONTROLS, "fail")
 
 
 def _verdicts(files: dict[str, Any]) -> dict[str, tuple[str, str]]:

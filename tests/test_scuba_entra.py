@@ -21,7 +21,8 @@ from connectors.m365.permissions import graph_permission, permissions
 from connectors.m365.privileged import duration_days
 from connectors.m365.sandbox.server import SECRET_ENV, Sandbox
 
-from helpers import REPO, run_cli
+from conftest import ScubaDemo
+from helpers import REPO
 from m365_verdicts import NOW, evaluate_fetched
 
 TENANTS = REPO / "fixtures" / "tenants"
@@ -46,23 +47,19 @@ PIM = (
 )
 
 
-def _demo(tmp_path: Path, *tenant: str) -> dict[str, dict[str, Any]]:
-    done = run_cli(
-        "audit", "--demo", *tenant, "--profile", "scuba", "--out", tmp_path, "--format", "json",
-        cwd=tmp_path,
-    )  # fmt: skip
-    return {r["control"]: r for r in json.loads(done.stdout)["results"]}
+def _demo(scuba_demo: ScubaDemo, tenant: str = "contoso-health") -> dict[str, dict[str, Any]]:
+    return {r["control"]: r for r in scuba_demo(tenant)}
 
 
-def test_the_sample_tenant_passes_and_reports_the_scuba_ids(tmp_path: Path) -> None:
-    results = _demo(tmp_path)
+def test_the_sample_tenant_passes_and_reports_the_scuba_ids(scuba_demo: ScubaDemo) -> None:
+    results = _demo(scuba_demo)
     for control, scuba in CONTROLS.items():
         assert results[control]["status"] == "pass", (control, results[control]["reason"])
         assert results[control]["scuba"] == [scuba]
 
 
-def test_the_clinic_fails_every_planted_control(tmp_path: Path) -> None:
-    results = _demo(tmp_path, "fabrikam-clinic")
+def test_the_clinic_fails_every_planted_control(scuba_demo: ScubaDemo) -> None:
+    results = _demo(scuba_demo, "fabrikam-clinic")
     assert {c: results[c]["status"] for c in CONTROLS} == dict.fromkeys(CONTROLS, "fail")
     # Its one Global Administrator, permanently active and assigned outside PIM.
     assert "/global_administrators has 1 item" in results["m365.entra.global-admin-count"]["reason"]

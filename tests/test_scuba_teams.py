@@ -26,6 +26,7 @@ from connectors.m365.normalise import M365Settings, normalise
 from connectors.m365.sandbox.server import SECRET_ENV, Faults, Sandbox
 from connectors.m365.teams import CONFIGURATIONS, TeamsApi
 
+from conftest import ScubaDemo
 from helpers import REPO, run_cli
 from m365_verdicts import NOW, evaluate_fetched
 
@@ -69,26 +70,18 @@ CLINIC = {
 }
 
 
-def _audit(tmp_path: Path, *demo: str) -> dict[str, dict[str, Any]]:
-    done = run_cli(
-        "audit", "--demo", *demo, "--profile", "scuba", "--out", tmp_path / "out",
-        "--format", "json", cwd=tmp_path,
-    )  # fmt: skip
-    return {
-        r["control"]: r
-        for r in json.loads(done.stdout)["results"]
-        if r["control"].startswith("m365.teams.")
-    }
+def _audit(scuba_demo: ScubaDemo, demo: str = "contoso-health") -> dict[str, dict[str, Any]]:
+    return {r["control"]: r for r in scuba_demo(demo) if r["control"].startswith("m365.teams.")}
 
 
-def test_the_sample_tenant_passes_every_teams_policy(tmp_path: Path) -> None:
-    results = _audit(tmp_path)
+def test_the_sample_tenant_passes_every_teams_policy(scuba_demo: ScubaDemo) -> None:
+    results = _audit(scuba_demo)
     assert {c: r["status"] for c, r in results.items()} == dict.fromkeys(CONTROLS.values(), "pass")
     assert {r["scuba"][0]: c for c, r in results.items()} == CONTROLS
 
 
-def test_the_clinic_fails_what_it_plants(tmp_path: Path) -> None:
-    results = _audit(tmp_path, "fabrikam-clinic")
+def test_the_clinic_fails_what_it_plants(scuba_demo: ScubaDemo) -> None:
+    results = _audit(scuba_demo, "fabrikam-clinic")
     assert {c: r["status"] for c, r in results.items()} == CLINIC
     # The failures name the policy and the value, as a person fixes them.
     assert (
