@@ -51,6 +51,19 @@ def test_undeclared_break_glass_exclusion_is_a_hole() -> None:
     ]
 
 
+def test_an_audit_retention_policy_without_enabled_does_not_count() -> None:
+    """A policy not known to be on retains nothing: absent Enabled is not taken for true."""
+    info, fetched = read_recorded_tenant(TENANTS / "contoso-health", NOW)
+    path = "compliance/Get-UnifiedAuditLogRetentionPolicy"
+    answer = fetched[path]
+    without = [{k: v for k, v in p.items() if k != "Enabled"} for p in answer.data]
+    fetched[path] = dataclasses.replace(answer, data=without, body=None)
+    settings = M365Settings(break_glass=CONTOSO_BREAK_GLASS)
+    result = evaluate_fetched(info, fetched, settings, "hipaa")["m365.audit.log-retention"]
+    assert result.status == "fail"
+    assert "Enabled" in (result.reason or "")
+
+
 @pytest.fixture(scope="module")
 def fabrikam() -> dict[str, Result]:
     return _evaluate("fabrikam-clinic", M365Settings())

@@ -518,7 +518,8 @@ def _audit_retention(reader: _Reader) -> list[dict[str, Any]]:
     return [
         {
             "Name": p.get("Name"),
-            "Enabled": p.get("Enabled", True),
+            # Absent is unknown, not on: a policy not known to be enabled retains nothing.
+            "Enabled": p.get("Enabled"),
             "Priority": p.get("Priority"),
             "RetentionDuration": p.get("RetentionDuration"),
             "duration_days": AUDIT_DURATIONS.get(str(p.get("RetentionDuration"))),
