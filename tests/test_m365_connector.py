@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from m365_sandbox import FAST, sandbox_config
 
 from auditor.model.section import Section
 from connectors.base import CollectContext
@@ -38,24 +39,10 @@ from conftest import DemoRun
 from helpers import REPO, member_json, members, run_cli
 
 TENANTS = REPO / "fixtures" / "tenants"
-FAST = {"retries": 2, "backoff_seconds": 0.05, "timeout_seconds": 10}
 
 
 def _config(sandbox: Sandbox, auth: str, **extra: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "tenant_id": sandbox.tenant.tenant_id,
-        "client_id": sandbox.client_id,
-        "auth": auth,
-        "client_secret_env": SECRET_ENV,
-        "endpoints": sandbox.endpoints(),
-        "limits": FAST,
-    }
-    if auth == "certificate":
-        config["certificate_file"] = str(sandbox.files["client"])
-    if auth == "workload-identity":
-        config["federated_token_file"] = str(sandbox.federated_token_file)
-    config.update(extra)
-    return config
+    return sandbox_config(sandbox, auth, **extra)
 
 
 def _collect(

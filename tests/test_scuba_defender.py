@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from m365_sandbox import sandbox_config
+
 from auditor.engine import EvaluationContext, evaluate
 from auditor.model.snapshot import Snapshot
 from auditor.policy import load_policies
@@ -193,14 +195,8 @@ def test_alert_policies_missing_from_the_answer_fail() -> None:
 
 def _collect(tenant: Path) -> CollectContext:
     with Sandbox(tenant) as sandbox:
-        config = {
-            "tenant_id": sandbox.tenant.tenant_id,
-            "client_id": sandbox.client_id,
-            "auth": "client-secret",
-            "client_secret_env": SECRET_ENV,
-            "endpoints": sandbox.endpoints(),
-            "limits": {"retries": 1, "backoff_seconds": 0.05, "timeout_seconds": 10},
-        }
+        limits = {"retries": 1, "backoff_seconds": 0.05, "timeout_seconds": 10}
+        config = sandbox_config(sandbox, limits=limits)
         connector = M365Connector(config, Path())
         connector.environ = {SECRET_ENV: sandbox.client_secret}
         ctx = CollectContext(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from m365_sandbox import sandbox_config
 
 from connectors.base import CollectContext
 from connectors.m365.connector import M365Connector
@@ -98,14 +99,7 @@ def test_the_connector_names_the_p2_licence_when_pim_is_absent(tmp_path: Path) -
     for path in PIM:
         (tenant / f"{path}.json").unlink()
     with Sandbox(tenant) as sandbox:
-        config = {
-            "tenant_id": sandbox.tenant.tenant_id,
-            "client_id": sandbox.client_id,
-            "auth": "client-secret",
-            "client_secret_env": SECRET_ENV,
-            "endpoints": sandbox.endpoints(),
-            "limits": {"retries": 0, "timeout_seconds": 10},
-        }
+        config = sandbox_config(sandbox, limits={"retries": 0, "timeout_seconds": 10})
         connector = M365Connector(config, Path())
         connector.environ = {SECRET_ENV: sandbox.client_secret}
         ctx = CollectContext(

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from m365_sandbox import sandbox_config
 
 from auditor.model.errors import InputError
 from connectors.base import CollectContext
@@ -95,16 +96,8 @@ def test_the_clinic_fails_what_it_plants(scuba_demo: ScubaDemo) -> None:
 
 
 def _config(sandbox: Sandbox, **extra: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "tenant_id": sandbox.tenant.tenant_id,
-        "client_id": sandbox.client_id,
-        "auth": "client-secret",
-        "client_secret_env": SECRET_ENV,
-        "endpoints": sandbox.endpoints(),
-        "limits": {"retries": 1, "backoff_seconds": 0.05, "timeout_seconds": 10},
-    }
-    config.update(extra)
-    return config
+    limits = {"retries": 1, "backoff_seconds": 0.05, "timeout_seconds": 10}
+    return sandbox_config(sandbox, **{"limits": limits, **extra})
 
 
 def _collect(sandbox: Sandbox) -> tuple[CollectContext, M365Connector]:
