@@ -574,6 +574,11 @@ def _setup_logging(verbosity: int) -> None:
     # The SDKs log every request, with its headers, at INFO: that is -vv's, not -v's.
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if verbosity > 1 else logging.WARNING)
+    # azure-identity warns of every failed sign-in (one an audience, as they run side by side);
+    # the connector reports the failure itself, once, with what to do: the SDK's lines are -v's.
+    logging.getLogger("azure.identity").setLevel(
+        logging.NOTSET if verbosity > 1 else logging.WARNING if verbosity else logging.ERROR
+    )
 
 
 _CHATTY_LOGGERS = ("azure", "msal", "httpx", "httpcore", "botocore", "urllib3", "kiota_http")

@@ -356,6 +356,25 @@ def test_a_missing_licence_is_named() -> None:
     assert "Microsoft Entra ID P1 or P2" in (section.reason or "")
 
 
+@pytest.mark.parametrize("auth", ["client-secret", "certificate"])
+def test_every_audience_signs_in_beside_the_first_with_one_openid_configuration(
+    auth: str,
+) -> None:
+    # Each admin API's chain starts with its own token: those requests go out as soon as the
+    # first one does, not after the Graph token is back (and Graph's reads with it). They share
+    # the one MSAL application, so the OpenID configuration is read once.
+    faults = Faults(latency_ms=150)
+    with Sandbox(TENANTS / "contoso-health", faults=faults) as sandbox:
+        _ctx, connector = _collect(sandbox, auth)
+        log = [(e.role, e.method, e.path) for e in sandbox.log]
+    discovery = [e for e in log if e[0] == "login" and e[1] == "GET"]
+    tokens = [i for i, e in enumerate(log) if e[0] == "login" and e[1] == "POST"]
+    first_graph = next(i for i, e in enumerate(log) if e[0] == "graph")
+    assert len(discovery) == 1, discovery
+    assert connector.stats["sign_ins"] == len(tokens) == 4  # Graph, EXO, S&C, Teams
+    assert sorted(tokens)[3] < first_graph, log
+
+
 def test_wrong_secret_is_a_readable_sign_in_error(fabrikam: Sandbox) -> None:
     connector = M365Connector(_config(fabrikam, "client-secret"), Path())
     connector.environ = {SECRET_ENV: "not-the-secret"}
@@ -364,6 +383,21 @@ def test_wrong_secret_is_a_readable_sign_in_error(fabrikam: Sandbox) -> None:
     )
     with pytest.raises(Exception, match="client secret is wrong or expired"):
         asyncio.run(connector.collect(ctx))
+
+
+def test_a_wrong_secret_is_said_once_on_the_command_line(fabrikam: Sandbox, tmp_path: Path) -> None:
+    # Four audiences sign in side by side and all four fail: the user reads one line saying
+    # what to do, not the SDK's warning for each of them (those are -v's).
+    (tmp_path / "commsaudit.toml").write_text(fabrikam.config_toml())
+    env = {SECRET_ENV: "not-the-secret"}
+    quiet = run_cli("audit", "--format", "json", cwd=tmp_path, env=env)
+    loud = run_cli("-v", "audit", "--format", "json", "--out", "v", cwd=tmp_path, env=env)
+    assert quiet.returncode == loud.returncode == 3, quiet.stderr
+    failed = [line for line in quiet.stderr.splitlines() if line.startswith("commsaudit: m365")]
+    assert failed[-1].startswith("commsaudit: m365: failed: sign-in failed: the client secret is")
+    assert "AADSTS7000215" not in "".join(failed[:-1])
+    assert "WARNING" not in quiet.stderr, quiet.stderr
+    assert "WARNING azure.identity" in loud.stderr
 
 
 def test_the_transport_refuses_anything_but_reads() -> None:

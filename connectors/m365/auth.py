@@ -9,17 +9,19 @@ from commsaudit.toml.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
+from azure.core.pipeline import PipelineRequest
 
 from auditor.model.errors import CollectionError
 from connectors.m365.clouds import Endpoints
@@ -84,13 +86,20 @@ def github_oidc_token(
 
 
 def build_credential(
-    settings: AuthSettings, endpoints: Endpoints, environ: Mapping[str, str]
+    settings: AuthSettings,
+    endpoints: Endpoints,
+    environ: Mapping[str, str],
+    on_token_request: Callable[[], None] | None = None,
 ) -> tuple[str, TokenCredential]:
-    """(method used, credential). Raises CollectionError saying what is missing."""
+    """(method used, credential). Raises CollectionError saying what is missing.
+    `on_token_request` is called (in the signing-in thread) as each request for a token is
+    sent, by the methods that sign in to Entra ID with the app's own credential."""
     from azure import identity
 
     method = choose_method(settings, environ)
     common: dict[str, Any] = {"authority": endpoints.authority}
+    if on_token_request is not None:
+        common["raw_request_hook"] = _posts_only(on_token_request)
     if endpoints.authority_overridden:
         # Instance discovery asks login.microsoftonline.com about the authority: not for an
         # overridden one (a sandbox, a proxy), which answers its own OpenID configuration.
@@ -155,6 +164,17 @@ def build_credential(
     raise CollectionError(f"[m365] auth = {method!r} is not one of {', '.join(METHODS)}")
 
 
+def _posts_only(callback: Callable[[], None]) -> Callable[[PipelineRequest[Any]], None]:
+    """azure-core's `raw_request_hook` sees every request the credential sends: the OpenID
+    configuration (and instance discovery) are GETs, a token request is a POST."""
+
+    def hook(request: PipelineRequest[Any]) -> None:
+        if request.http_request.method == "POST":
+            callback()
+
+    return hook
+
+
 def explain_auth_error(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "AADSTS7000215" in text or "Invalid client secret" in text:
@@ -192,7 +212,26 @@ class TokenCache:
         self._register_secret = register_secret
         self._tokens: dict[str, AccessToken] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._early: set[asyncio.Future[None]] = set()
         self.requests = 0
+
+    def start(self, scopes: Iterable[str], when: Awaitable[object]) -> None:
+        """Sign in for these audiences as soon as `when` is done, each in its worker thread,
+        rather than one after another as each reader first needs its token. A failure here is
+        not reported: the read that needs the token signs in again and says what went wrong."""
+
+        gate = asyncio.ensure_future(when)  # one future, awaited by each of them
+
+        async def early(scope: str) -> None:
+            with contextlib.suppress(Exception):
+                await gate
+            with contextlib.suppress(CollectionError):
+                await self.token(scope)
+
+        for scope in scopes:
+            task = asyncio.ensure_future(early(scope))
+            self._early.add(task)
+            task.add_done_callback(self._early.discard)
 
     async def token(self, scope: str) -> str:
         lock = self._locks.setdefault(scope, asyncio.Lock())

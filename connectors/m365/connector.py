@@ -5,6 +5,7 @@ every answer in the recorded-tenant layout, and normalises it into `m365.*` sect
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -365,7 +366,17 @@ class M365Connector(Connector):
         if overrides.get("ca_bundle"):
             overrides["ca_bundle"] = str((self.base_dir / overrides["ca_bundle"]).resolve())
         endpoints = endpoints_for(self.config.get("cloud", "global"), overrides)
-        method, credential = build_credential(auth, endpoints, self.environ)
+        # The other audiences' sign-ins wait for the first token request to be sent: by then
+        # azure-identity has made its one MSAL application (the OpenID configuration read, the
+        # certificate loaded), which they share instead of each making and loading their own.
+        token_requested = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_token_request() -> None:  # in the signing-in thread
+            with contextlib.suppress(RuntimeError):  # a straggler after the loop has closed
+                loop.call_soon_threadsafe(token_requested.set)
+
+        method, credential = build_credential(auth, endpoints, self.environ, on_token_request)
         tokens = TokenCache(credential, ctx.run_blocking, ctx.register_secret)
         try:
             # The tokens go to these and nowhere else: not to where a next-page link or a
@@ -444,6 +455,10 @@ class M365Connector(Connector):
         try:
             ctx.progress(f"signing in ({method})")
             signing_in = asyncio.ensure_future(tokens.token(cloud.graph_scope))
+            tokens.start(
+                [cloud.exchange_scope, cloud.compliance_scope, cloud.teams_scope],
+                when=_first_done(token_requested.wait(), signing_in),
+            )
             await asyncio.sleep(0)  # the sign-in starts in its worker thread...
             # ...while the Graph SDK is imported (a tenth of a second of kiota's modules) and
             # Graph's connection pool is set up.
@@ -804,6 +819,16 @@ def _tenant_facts(fetched: dict[str, Fetched], tenant_id: str) -> dict[str, str]
             if isinstance(domain, dict) and domain.get("isInitial") and domain.get("name"):
                 facts["default_domain"] = str(domain["name"])
     return facts
+
+
+async def _first_done(*waits: Awaitable[object]) -> None:
+    """Returns when any of `waits` is done (whether it succeeded or not); the others are left
+    running, except the ones made here for the purpose."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    for future, wait in zip(futures, waits, strict=True):
+        if future is not wait:
+            future.cancel()
 
 
 async def _as_list(reading: Awaitable[Fetched]) -> list[Fetched]:
