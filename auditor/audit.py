@@ -33,7 +33,7 @@ from auditor.jsonutil import JSON, dumps_pretty_bytes
 from auditor.model.errors import InputError
 from auditor.model.snapshot import Snapshot
 from auditor.policy import PolicySet, load_policies
-from auditor.redact import Redactor
+from auditor.redact import Redactor, secret_env_values
 from auditor.reports import html, oscal
 from auditor.reports.common import ReportInput
 from auditor.reports.location import locate_config
@@ -179,8 +179,14 @@ def _check_glob(policies: PolicySet, glob: str, source: str, where: str | None) 
     )
 
 
-def redactor_for(config: Config, environ: Mapping[str, str]) -> Redactor:
-    redactor = Redactor.from_environment(environ)
+def redactor_for(
+    config: Config, environ: Mapping[str, str], into: Redactor | None = None
+) -> Redactor:
+    """The secrets a run knows before it starts: the environment's, and the values of the
+    variables the config names in `secret_env`; added to `into` when it is given."""
+    redactor = Redactor() if into is None else into
+    for value in secret_env_values(environ):
+        redactor.add(value)
     for name in config.evidence.secret_env:
         if environ.get(name):
             redactor.add(environ[name])
@@ -324,9 +330,12 @@ def run_audit(
     *,
     progress: ProgressCallback | None = None,
     environ: Mapping[str, str] | None = None,
+    redactor: Redactor | None = None,
 ) -> AuditOutcome:
-    """A run, stage by stage: plan, collect, derive, evaluate, render, package, publish."""
-    run = _plan(config, options, environ)
+    """A run, stage by stage: plan, collect, derive, evaluate, render, package, publish.
+    `redactor`, when given, is the one the run scrubs with and adds to (the signing key, each
+    token as it is issued): the caller's log lines are then scrubbed of them too."""
+    run = _plan(config, options, environ, redactor)
     # Every member of the bundle is hashed and deflated in worker threads as soon as it is
     # final: a raw answer once it is scrubbed, while the collection goes on; the snapshot and
     # reports while the policies are evaluated and the next report rendered.
@@ -402,13 +411,18 @@ class _Evaluated:
     finished: dt.datetime
 
 
-def _plan(config: Config, options: AuditOptions, environ: Mapping[str, str] | None) -> _Run:
+def _plan(
+    config: Config,
+    options: AuditOptions,
+    environ: Mapping[str, str] | None,
+    redactor: Redactor | None = None,
+) -> _Run:
     """Everything that can stop a run settled before anything is collected: the policies and
     their selection, waivers, the signing key, the baseline, each connector's local inputs."""
     timings = _Timings(options.clock_started)
     env = dict(os.environ) if environ is None else dict(environ)
     started = utcnow().replace(microsecond=0)
-    redactor = redactor_for(config, env)
+    redactor = redactor_for(config, env, into=redactor)
     all_policies = load_policy_set(config)
     profile = options.profile or config.policies.profile
     policies = select_policies(

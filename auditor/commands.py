@@ -144,7 +144,11 @@ def _cmd_audit(args: argparse.Namespace, console: Console) -> int:
         _apply_domain_options(config, args)
         _redact_config_secrets(config)
         with _progress(console, args) as progress:
-            outcome = run_audit(config, options, progress=progress.update)
+            # The run's secrets (the signing key, each token as it is issued) are scrubbed
+            # from the log lines too, not from the bundle only.
+            outcome = run_audit(
+                config, options, progress=progress.update, redactor=_log_filter.redactor
+            )
     terminal.render(console, outcome.report, bundle=str(outcome.bundle), redactor=outcome.redactor)
     if outcome.public_key is not None and outcome.signer is not None:
         console.print(
@@ -246,7 +250,9 @@ def _cmd_record(args: argparse.Namespace, console: Console) -> int:
         )
     options = _audit_options(args)
     with _progress(console, args) as progress:
-        outcome = run_audit(config, options, progress=progress.update)
+        outcome = run_audit(
+            config, options, progress=progress.update, redactor=_log_filter.redactor
+        )
     terminal.render(console, outcome.report, bundle=str(outcome.bundle), redactor=outcome.redactor)
     for instance, target in write_recorded_tenants(outcome.bundle, args.tenants):
         if args.pseudonymise:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import zipfile
 from pathlib import Path
 
@@ -71,3 +73,29 @@ def test_canary_secrets_never_reach_the_bundle_reports_or_output(tmp_path: Path)
         "temporary password [REDACTED]"
         in haystacks["bundle:raw/attestations/attestations.yaml"].decode()
     )
+
+
+def test_the_runs_own_secrets_are_scrubbed_from_log_lines_too(tmp_path: Path) -> None:
+    # A signing key read from a file is known only once the run has read it, and a token only
+    # once it is issued: the log lines are scrubbed with the run's redactor, which knows them.
+    key_path, _public, _fp = signing.write_keypair(tmp_path / "keys" / "signing.pem")
+    key_line = next(line for line in key_path.read_text().splitlines() if "-----" not in line)
+    config = write_sample(
+        tmp_path / "org",
+        recent=dt.date.today().isoformat(),
+        config_extra=f"signing_key_file = {json.dumps(str(key_path))}\n",
+    )
+    from auditor import commands
+    from auditor.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        assert main(["-q", "audit", "--config", str(config), "--format", "json"]) in (0, 1, 3)
+    finally:  # main() sets the process's logging up as the command's own
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    record = logging.LogRecord("sdk", logging.DEBUG, __file__, 1, f"body: {key_line}", None, None)
+    commands._log_filter.filter(record)
+    assert key_line not in record.getMessage()
+    assert "[REDACTED]" in record.getMessage()
