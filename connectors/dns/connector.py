@@ -47,6 +47,14 @@ _SMTP_TIMEOUT = 15.0
 _SMTP_SHARE = 0.8
 # Hosts that could not be probed that an error's reason spells out.
 _REASON_HOSTS = 3
+# The most MX hosts a domain may name: each is looked up and probed (up to eight addresses
+# each), and a zone is not to turn the audit into a scan of hosts it lists. Real domains name
+# a handful; beyond this the MX-based sections are `error`, never judged on a part.
+MAX_MX_HOSTS = 32
+
+
+class _TooManyMx(Exception):
+    pass
 
 
 def _smtp_budget(remaining: float) -> float:
@@ -314,8 +322,8 @@ class DnsConnector(Connector):
 
         try:
             mx = await self._mx(resolver, domain)
-        except DnsLookupError as exc:
-            reason = f"MX lookup failed: {exc}"
+        except (DnsLookupError, _TooManyMx) as exc:
+            reason = str(exc) if isinstance(exc, _TooManyMx) else f"MX lookup failed: {exc}"
             for name in ("dns.mx", "dns.mta_sts", "dns.starttls", "dns.dnssec"):
                 add(name, None, f"dns:MX {domain}", status="error", reason=reason)
             mx = None
@@ -369,6 +377,11 @@ class DnsConnector(Connector):
             host = host.rstrip(".").lower()
             if host:  # an empty host is a null MX (RFC 7505): the domain receives no mail
                 found.append((int(preference), host))
+        if len(found) > MAX_MX_HOSTS:
+            raise _TooManyMx(
+                f"{domain} names {len(found)} MX hosts, more than the {MAX_MX_HOSTS} commsaudit "
+                "looks up and probes: the mail transport of the others cannot be judged"
+            )
         addresses = await asyncio.gather(*(resolver.addresses(host) for _, host in found))
         hosts = [
             {"host": host, "preference": preference, "addresses": address_list}

@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 
 from connectors.dns import starttls
+from connectors.dns.connector import MAX_MX_HOSTS
 from connectors.dns.resolver import DnsLookupError, Resolver
 from connectors.dns.sandbox import DnsSandbox, MailHost, SmtpSandbox, Zone
 from connectors.dns.sandbox.smtp_server import STREAM_CAP
 from connectors.pki import LocalCA
 
-from helpers import email_sandbox, run_cli
+from helpers import email_sandbox, members, run_cli
 
 # Far beyond what any probe here needs: only there so a regression fails instead of hanging.
 HANG_GUARD = 60.0
@@ -250,3 +251,38 @@ def test_sandbox_email_serves_a_cname_loop_and_the_audit_reports_it(tmp_path: Pa
         assert results[control]["status"] == "error", results[control]
         assert "CNAME loop" in results[control]["reason"], results[control]["reason"]
     assert results["dns.spf.enforced"]["status"] == "pass"
+
+
+def test_a_domain_naming_more_mx_hosts_than_the_cap_is_error_and_none_is_probed(
+    tmp_path: Path,
+) -> None:
+    # A zone may list thousands of MX hosts (anyone's addresses): the audit neither looks them
+    # up nor connects to them, and judges none of the MX-based controls on a part of them.
+    hosts = MAX_MX_HOSTS + 8
+    zone: dict[str, Any] = {
+        "many.example": [{"MX": [10, f"mx{i}.many.example"]} for i in range(hosts)]
+        + [{"TXT": "v=spf1 -all"}],
+        "_dmarc.many.example": [{"TXT": "v=DMARC1; p=reject"}],
+        **{f"mx{i}.many.example": [{"A": "127.0.0.1"}] for i in range(hosts)},
+    }
+    world = tmp_path / "world.json"
+    world.write_text(
+        json.dumps(
+            {"format": "commsaudit/email-world/v1", "domains": ["many.example"], "zone": zone}
+        )
+    )
+    with email_sandbox(world, tmp_path, "timeout_seconds") as served:
+        (tmp_path / "commsaudit.toml").write_text(served.config + '[evidence]\nout = "out"\n')
+        proc = run_cli(
+            "audit", "--profile", "email-posture", "--format", "json", cwd=tmp_path,
+            timeout=HANG_GUARD * 2,
+        )  # fmt: skip
+    results = {r["control"]: r for r in json.loads(proc.stdout)["results"]}
+    why = f"many.example names {hosts} MX hosts, more than the {MAX_MX_HOSTS} commsaudit"
+    for control in ("dns.mx.starttls", "dns.mta-sts.enforced"):
+        assert results[control]["status"] == "error", results[control]
+        assert why in results[control]["reason"], results[control]["reason"]
+    assert results["dns.dmarc.enforced"]["status"] != "error"  # the rest is still judged
+    bundle = next((tmp_path / "out").glob("*.zip"))
+    smtp = [name for name in members(bundle) if name.endswith("/smtp.json")]
+    assert smtp == []  # no host was probed
