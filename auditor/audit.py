@@ -111,6 +111,12 @@ def select_policies(
         _check_glob(all_policies, glob, "[policies] controls", config.label)
     for glob in controls:
         _check_glob(all_policies, glob, "--controls", None)
+    # A skip that matches nothing is a typo too: the control the user meant still runs.
+    skip = list(skip)
+    for glob in config.policies.skip_controls:
+        _check_glob(all_policies, glob, "[policies] skip_controls", config.label)
+    for glob in skip:
+        _check_glob(all_policies, glob, "--skip-controls", None)
     chosen = all_policies.select(
         profile,
         [*config.policies.controls, *controls],

@@ -132,3 +132,24 @@ def test_unknown_profile(tmp_path: Path) -> None:
     proc = run_cli("audit", "--demo", "--profile", "hippa", "--out", tmp_path, cwd=tmp_path)
     assert proc.returncode == 2
     assert "unknown profile 'hippa'" in proc.stderr
+
+
+def test_a_skip_that_matches_no_control_is_a_typo_not_a_silent_no_op(tmp_path: Path) -> None:
+    # The control meant would still run while the user believes it left out.
+    (tmp_path / "attestations.yaml").write_text(ATTESTATIONS.replace("2026-13-01", "2026-09-01"))
+    (tmp_path / "commsaudit.toml").write_text(
+        '[attestations]\nfile = "attestations.yaml"\n'
+        '[policies]\nskip_controls = ["org.training.curent"]\n'
+    )
+    from_config = run_cli("audit", cwd=tmp_path)
+    assert from_config.returncode == 2
+    assert (
+        "[policies] skip_controls: 'org.training.curent' matches no control; "
+        "did you mean 'org.training.current'?"
+    ) in from_config.stderr
+    (tmp_path / "commsaudit.toml").write_text('[attestations]\nfile = "attestations.yaml"\n')
+    from_flag = run_cli("audit", "--skip-controls", "org.risk-analysys.*", cwd=tmp_path)
+    assert from_flag.returncode == 2
+    assert "--skip-controls: 'org.risk-analysys.*' matches no control" in from_flag.stderr
+    good = run_cli("audit", "--skip-controls", "org.risk-analysis.*", cwd=tmp_path)
+    assert good.returncode != 2, good.stderr
