@@ -14,7 +14,7 @@ from typing import Any
 from auditor import __version__
 from auditor.jsonutil import JSON
 from auditor.model.snapshot import Snapshot
-from auditor.reports.common import ReportInput
+from auditor.reports.common import ReportInput, md_text
 
 OSCAL_VERSION = "1.1.2"
 _STATE = {
@@ -25,6 +25,13 @@ _STATE = {
     "waived": "not-satisfied",
 }
 _REASON = {"pass": "pass", "inherited": "pass", "fail": "fail", "error": "other", "waived": "fail"}
+
+
+# OSCAL's titles and descriptions are Markdown ("markup-line", "markup-multiline"): what the
+# run read (a reason quoting a tenant's policy name, a subject, a source) goes in escaped as
+# report.md escapes it, so that a viewer shows a name such as `[x](https://elsewhere)` or
+# `<img src=...>` as itself, not as a link or an image.
+_md = md_text
 
 
 def _token(text: str) -> str:
@@ -68,24 +75,24 @@ def render(report: ReportInput, snapshot: Snapshot, file_hashes: dict[str, str])
         obs_uuid = uid("observation", *key)
         observation_of[key] = obs_uuid
         evidence = [
-            {"href": f"#{resource('snapshot.json')}", "description": f"section {section.name}"}
+            {"href": f"#{resource('snapshot.json')}", "description": _md(f"section {section.name}")}
         ]
         for raw in section.raw:
             ref = resource(raw)
             if ref:
-                evidence.append({"href": f"#{ref}", "description": f"raw response {raw}"})
+                evidence.append({"href": f"#{ref}", "description": _md(f"raw response {raw}")})
         observations.append(
             {
                 "uuid": obs_uuid,
-                "title": f"{section.name} for {section.subject}",
-                "description": f"Collected from {section.source}; status {section.status}.",
+                "title": _md(f"{section.name} for {section.subject}"),
+                "description": _md(f"Collected from {section.source}; status {section.status}."),
                 "methods": ["TEST"],
                 "origins": [{"actors": [{"type": "tool", "actor-uuid": tool_uuid}]}],
                 "subjects": [
                     {
                         "subject-uuid": uid("subject", section.subject),
                         "type": "resource",
-                        "title": section.subject,
+                        "title": _md(section.subject),
                     }
                 ],
                 "relevant-evidence": evidence,
@@ -106,8 +113,8 @@ def render(report: ReportInput, snapshot: Snapshot, file_hashes: dict[str, str])
         )
         finding: dict[str, Any] = {
             "uuid": uid("finding", result.control, result.subject),
-            "title": f"{result.control} for {result.subject}",
-            "description": result.reason,
+            "title": _md(f"{result.control} for {result.subject}"),
+            "description": _md(result.reason),
             "props": [
                 {"name": "status", "ns": "https://commsaudit.invalid/ns", "value": result.status},
                 {
@@ -138,7 +145,7 @@ def render(report: ReportInput, snapshot: Snapshot, file_hashes: dict[str, str])
         "assessment-results": {
             "uuid": uid("assessment-results"),
             "metadata": {
-                "title": report.title,
+                "title": _md(report.title),
                 "last-modified": run.finished_at,
                 "version": __version__,
                 "oscal-version": OSCAL_VERSION,
@@ -158,7 +165,7 @@ def render(report: ReportInput, snapshot: Snapshot, file_hashes: dict[str, str])
                 {
                     "uuid": uid("result"),
                     "title": f"commsaudit run {run.id}",
-                    "description": f"Profile {run.profile}.",
+                    "description": _md(f"Profile {run.profile}."),
                     "start": run.started_at,
                     "end": run.finished_at,
                     "local-definitions": {

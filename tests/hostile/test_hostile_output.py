@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -349,6 +350,31 @@ def test_report_md_has_no_live_link_image_html_or_mention(hostile_run: HostileRu
     ):
         rows = _table_rows(text, header)
         assert rows and {_cells(row) for row in rows} == {_cells(header)}, header
+
+
+def test_oscal_titles_and_descriptions_are_inert_markdown(hostile_run: HostileRun) -> None:
+    # OSCAL's titles and descriptions are Markdown: a viewer renders them.
+    bundle = next(hostile_run.out.glob("*.zip"))
+    with zipfile.ZipFile(bundle) as archive:
+        document = json.loads(archive.read("oscal/assessment-results.json"))
+    marked: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("title", "description", "remarks") and isinstance(value, str):
+                    marked.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(document)
+    payloads = [m for m in marked if "evil" in m]
+    assert payloads  # the hostile names did reach the document, as text
+    for text in payloads:
+        _assert_inert_markdown(text)
 
 
 def test_junit_is_well_formed(hostile_run: HostileRun) -> None:
