@@ -244,6 +244,31 @@ def test_each_cloud_asks_for_tokens_the_documented_resources_grant(cloud: str) -
     }
 
 
+@pytest.mark.parametrize(
+    ("cloud", "expected"),
+    [
+        ("global", "fail"),
+        ("gcc", "fail"),
+        ("gcc-high", "not_applicable"),
+        ("dod", "not_applicable"),
+    ],
+)
+def test_agent_conditional_access_is_not_applicable_where_the_cloud_lacks_it(
+    cloud: str, expected: str
+) -> None:
+    # fabrikam-clinic's policies use no agent condition: a gap in the commercial clouds, and
+    # not applicable in GCC High and DoD, which have no Conditional Access for agents (as
+    # ScubaGear reports MS.AAD.9.1 there). The cloud comes from [m365] cloud.
+    with Sandbox(REPO / "fixtures" / "tenants" / "fabrikam-clinic") as served:
+        ctx, _connector = collect(served, cloud=cloud)
+    section = next(s for s in ctx.sections if s.name == "m365.entra.agent_conditional_access")
+    status, reason = verdicts(ctx, "scuba")["m365.entra.risky-agents-blocked"]
+    assert status == expected, reason
+    if expected == "not_applicable":
+        assert section.status == "not_applicable"
+        assert f"not available in the {cloud} cloud" in reason, reason
+
+
 def test_batch_items_throttled_inside_a_200_are_retried_on_published_answers() -> None:
     with Sandbox(BASE, faults=Faults(throttle_batch_items=3)) as served:
         ctx, connector = collect(served, limits={"retries": 4, "backoff_seconds": 0.05})

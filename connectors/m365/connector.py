@@ -432,6 +432,7 @@ class M365Connector(Connector):
             privileged_roles=tuple(
                 self.config.get("privileged_roles", M365Settings.privileged_roles)
             ),
+            cloud=str(self.config.get("cloud", "global")),
         )
         join = RegistrationJoin(settings)
 

@@ -80,6 +80,8 @@ class M365Settings:
     mfa_exceptions: tuple[str, ...] = ()
     # The directory roles judged as highly privileged (MS.AAD.7.x), by display name.
     privileged_roles: tuple[str, ...] = SCUBA_PRIVILEGED_ROLES
+    # The Microsoft cloud ([m365] cloud): some features do not exist in every one.
+    cloud: str = "global"
 
 
 @dataclass
@@ -136,6 +138,15 @@ class _Reader:
             return None
         self.used.append(found)
         return found.data
+
+
+class _NotApplicable(Exception):
+    """The section does not apply to this tenant (a feature its cloud does not have): the
+    controls that read it are `not_applicable`, with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _Missing(Exception):
@@ -207,9 +218,25 @@ def _ca(reader: _Reader, settings: M365Settings) -> list[dict[str, Any]]:
     return facts
 
 
-def _agent_ca(reader: _Reader, _settings: M365Settings) -> list[dict[str, Any]]:
+# Clouds without Conditional Access for agent identities (ScubaGear's AADConfig.rego reports
+# MS.AAD.9.1 not applicable there "because the feature is not yet available", at 4d34e9a).
+AGENT_CA_UNAVAILABLE = frozenset({"gcc-high", "dod"})
+
+
+def _agent_ca(reader: _Reader, settings: M365Settings) -> list[dict[str, Any]]:
     policies = reader.value("graph/beta/identity/conditionalAccess/policies")
-    return [agent_policy_facts(p) for p in policies if isinstance(p, Mapping)]
+    facts = [agent_policy_facts(p) for p in policies if isinstance(p, Mapping)]
+    # Not applicable only while no policy uses the agent conditions at all: once one does, the
+    # feature has come to the cloud and the policies are judged (one that targets agents but
+    # falls short fails, as anywhere).
+    if settings.cloud in AGENT_CA_UNAVAILABLE and not any(
+        f["agents"] or f["agent_risk_levels"] for f in facts
+    ):
+        raise _NotApplicable(
+            f"Conditional Access for agent identities is not available in the {settings.cloud} "
+            "cloud, and no policy of the tenant uses its conditions"
+        )
+    return facts
 
 
 def _strengths(reader: _Reader, policies: list[Any]) -> dict[str, Mapping[str, Any]]:
@@ -970,6 +997,18 @@ def normalise(
         except _Missing as missing:
             source = _source_of(reader.used) or _source_for_path(missing.path)
             out.append(SectionOut(name, None, source, _raws(reader.used), "error", missing.reason))
+            continue
+        except _NotApplicable as why:
+            out.append(
+                SectionOut(
+                    name,
+                    None,
+                    _source_of(reader.used),
+                    _raws(reader.used),
+                    "not_applicable",
+                    why.reason,
+                )
+            )
             continue
         except Exception as exc:  # one odd answer costs its own section, no more
             out.append(_unreadable(name, reader, exc))
