@@ -666,6 +666,8 @@ class M365Connector(Connector):
                     "url": api.endpoint(self._select(cmdlet)),
                     "cmdlet": cmdlet,
                 }
+            if path == TENANT_PATH and not sharepoint.enabled:
+                continue  # not read, by choice (opt-in): its section says why; no read failed
             if found.ok:
                 ctx.add_raw(
                     RawRecord(
