@@ -265,6 +265,10 @@ def main() -> None:
             print(f"  wall time:         {run.wall:.2f} s (exit {run.exit_code}; {run.summary})")
             print(f"  ratio to the bound: {_ratio(run.wall, bound)} (target: at most 1.5x)")
             print(f"  phases:            {run.phases()}")
+            print(
+                f"  processor time:    {run.cpu:.2f} s, user and system "
+                f"({_ratio(run.cpu, bound)} the bound; the wall time cannot go below it)"
+            )
             print(f"  peak memory:       {run.peak_mib:,.0f} MiB (target: under 1 GB)")
         if args.mode in ("both", "connector"):
             connector_only(lines, work, args, bound)
