@@ -32,7 +32,7 @@ from connectors.m365.purview import (
     location_facts,
     sensitive_types,
 )
-from connectors.m365.shapes import ShapeCheck
+from connectors.m365.shapes import CA_POLICIES, ShapeCheck
 from connectors.m365.threat_policies import (
     ANTI_PHISH,
     CONTENT_FILTER,
@@ -964,6 +964,131 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
         "Skype.Policy/configurations/TeamsAppPermissionPolicy"
     ),
 }
+
+
+_GRAPH = "graph/v1.0/"
+_CA_READS = (
+    CA_POLICIES,
+    _GRAPH + "groups/*",  # the groups the policies exclude, looked up as part of that read
+    STRENGTHS_PATH,
+    ROLE_DEFINITIONS_PATH,
+    _GRAPH + "users",
+)
+_PIM_READS = (ROLE_DEFINITIONS_PATH, ELIGIBLE_PATH, ACTIVE_PATH, _GRAPH + "users/*")
+_ACCEPTED = "exo/Get-AcceptedDomain"
+_EOP_RULES = "exo/Get-EOPProtectionPolicyRule"
+_ATP_RULES = ("exo/Get-ATPProtectionPolicyRule", "exo/Get-ATPBuiltInProtectionRule")
+
+# Section name -> every answer its builder may read (a superset: some reads depend on what an
+# earlier answer said). A run that needs only some sections reads only their answers; tests
+# check each builder reads nothing beyond its entry (`users/*`: one user each).
+SECTION_READS: dict[str, tuple[str, ...]] = {
+    # The services in use: secure score's list, and whether the admin APIs answered at all.
+    "m365.vendors": (
+        _GRAPH + "security/secureScores",
+        "exo/Get-OrganizationConfig",
+        "compliance/Get-UnifiedAuditLogRetentionPolicy",
+    ),
+    "m365.entra.conditional_access": _CA_READS,
+    "m365.entra.agent_conditional_access": ("graph/beta/identity/conditionalAccess/policies",),
+    "m365.entra.security_defaults": (
+        _GRAPH + "policies/identitySecurityDefaultsEnforcementPolicy",
+    ),
+    "m365.entra.role_coverage": (*_CA_READS, _GRAPH + "roleManagement/directory/roleAssignments"),
+    "m365.entra.user_registration": (
+        _GRAPH + "reports/authenticationMethods/userRegistrationDetails",
+        _GRAPH + "users",
+    ),
+    "m365.entra.authorization_policy": (_GRAPH + "policies/authorizationPolicy",),
+    "m365.entra.admin_consent_request_policy": (_GRAPH + "policies/adminConsentRequestPolicy",),
+    "m365.entra.user_consent": (_GRAPH + "policies/authorizationPolicy", CLASSIFICATIONS_PATH),
+    "m365.entra.authentication_methods_policy": (_GRAPH + "policies/authenticationMethodsPolicy",),
+    "m365.entra.domains": (_GRAPH + "domains",),
+    "m365.entra.secure_score": (_GRAPH + "security/secureScores",),
+    "m365.entra.app_management_policy": (
+        _GRAPH + "policies/defaultAppManagementPolicy",
+        _GRAPH + "policies/appManagementPolicies",
+    ),
+    "m365.entra.privileged_roles": _PIM_READS,
+    "m365.entra.role_management_policies": (*_PIM_READS, ROLE_POLICIES_PATH),
+    "m365.sharepoint.settings": (_GRAPH + "admin/sharepoint/settings",),
+    "m365.sharepoint.tenant": (SPO_TENANT_PATH,),
+    "m365.exo.transport_config": ("exo/Get-TransportConfig",),
+    "m365.exo.organization_config": ("exo/Get-OrganizationConfig",),
+    "m365.exo.admin_audit_log_config": ("exo/Get-AdminAuditLogConfig",),
+    "m365.exo.inbound_connectors": ("exo/Get-InboundConnector",),
+    "m365.exo.outbound_connectors": ("exo/Get-OutboundConnector",),
+    "m365.exo.remote_domains": ("exo/Get-RemoteDomain",),
+    "m365.exo.outbound_spam_policies": ("exo/Get-HostedOutboundSpamFilterPolicy",),
+    "m365.exo.dkim_domains": ("exo/Get-DkimSigningConfig", _GRAPH + "domains"),
+    "m365.exo.irm_configuration": ("exo/Get-IRMConfiguration",),
+    "m365.exo.owa_mailbox_policies": ("exo/Get-OwaMailboxPolicy",),
+    "m365.exo.mailboxes": ("exo/Get-Mailbox",),
+    "m365.exo.mailbox_auditing": (
+        "exo/Get-Mailbox",
+        "exo/Get-MailboxAuditBypassAssociation",
+        "exo/Get-OrganizationConfig",
+    ),
+    "m365.exo.accepted_domains": (_ACCEPTED,),
+    "m365.exo.sharing_policies": ("exo/Get-SharingPolicy",),
+    "m365.exo.connection_filter_policies": ("exo/Get-HostedConnectionFilterPolicy",),
+    "m365.exo.malware_filter_policies": (
+        "exo/Get-MalwareFilterPolicy",
+        "exo/Get-MalwareFilterRule",
+        _EOP_RULES,
+        _ACCEPTED,
+    ),
+    "m365.exo.content_filter_policies": (
+        "exo/Get-HostedContentFilterPolicy",
+        "exo/Get-HostedContentFilterRule",
+        _EOP_RULES,
+        _ACCEPTED,
+    ),
+    "m365.exo.anti_phish_policies": (
+        "exo/Get-AntiPhishPolicy",
+        "exo/Get-AntiPhishRule",
+        _EOP_RULES,
+        _ACCEPTED,
+    ),
+    "m365.exo.safe_links_policies": (
+        "exo/Get-SafeLinksPolicy",
+        "exo/Get-SafeLinksRule",
+        *_ATP_RULES,
+        _ACCEPTED,
+    ),
+    "m365.exo.safe_attachment_policies": (
+        "exo/Get-SafeAttachmentPolicy",
+        "exo/Get-SafeAttachmentRule",
+        *_ATP_RULES,
+        _ACCEPTED,
+    ),
+    "m365.exo.atp_policy": ("exo/Get-AtpPolicyForO365",),
+    "m365.exo.transport_rules": ("exo/Get-TransportRule",),
+    "m365.purview.protection_alerts": ("compliance/Get-ProtectionAlert",),
+    "m365.purview.dlp": ("compliance/Get-DlpCompliancePolicy", "compliance/Get-DlpComplianceRule"),
+    "m365.purview.retention": (
+        "compliance/Get-RetentionCompliancePolicy",
+        "compliance/Get-RetentionComplianceRule",
+    ),
+    "m365.purview.audit_retention": ("compliance/Get-UnifiedAuditLogRetentionPolicy",),
+    **{
+        name: (f"teams/Skype.Policy/configurations/{configuration}",)
+        for name, configuration in (
+            ("m365.teams.meeting_policies", "TeamsMeetingPolicy"),
+            ("m365.teams.broadcast_policies", "TeamsMeetingBroadcastPolicy"),
+            ("m365.teams.federation_configuration", "TenantFederationSettings"),
+            ("m365.teams.client_configuration", "TeamsClientConfiguration"),
+            ("m365.teams.app_permission_policies", "TeamsAppPermissionPolicy"),
+        )
+    },
+}
+
+
+def reads_for(sections: Iterable[str] | None) -> frozenset[str] | None:
+    """The answers these sections may read; None (every answer) when `sections` is None."""
+    if sections is None:
+        return None
+    return frozenset(path for name in sections for path in SECTION_READS.get(name, ()))
 
 
 # Sections built from Exchange, Security & Compliance and Teams answers alone: they can be
