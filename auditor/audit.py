@@ -42,7 +42,7 @@ from auditor.resources import policies_dir
 from auditor.results import Results, RunInfo
 from auditor.timeutil import isoz, utcnow
 from connectors.base import Connector, RawRecord
-from connectors.registry import CONNECTORS, derivations
+from connectors.registry import CONNECTORS, catalogue, derivations
 
 
 @dataclass
@@ -66,6 +66,8 @@ class AuditOptions:
     sarif_category: str | None = None
     # Which SIDE_FILES to write beside the bundle; empty: all of them.
     output_formats: tuple[str, ...] = ()
+    # Read every section, whatever the policies chosen read (`record` keeps whole tenants).
+    read_everything: bool = False
 
 
 @dataclass
@@ -448,6 +450,31 @@ def _plan(
     )  # fmt: skip
 
 
+def wanted_sections(policies: PolicySet) -> frozenset[str]:
+    """The sections the policies read, and those the derived ones among them are made from:
+    a vendor agreement, a provider or the vendors in use need every platform's vendors and the
+    agreements on file."""
+    names = {section for policy in policies for section in policy.sections.values()}
+    if any(_derived(name) for name in names):
+        names |= {s.name for s in catalogue() if s.name.endswith(".vendors")} | {"org.baa"}
+    return frozenset(names)
+
+
+def _wanted(run: _Run) -> frozenset[str]:
+    """What the policies read, and what a connector reads of another's (the DNS connector
+    checks the domains Microsoft 365 and SES name)."""
+    consumed = {name for connector in run.connectors for name in connector.consumes}
+    return wanted_sections(run.policies) | consumed
+
+
+def _derived(name: str) -> bool:
+    return (
+        name.startswith("provider.")
+        or name.endswith(".vendor_agreements")
+        or (name == "org.vendors_in_use")
+    )
+
+
 def _collect(run: _Run, members: _Members, progress: ProgressCallback | None) -> Collection:
     collection = collect(
         run.connectors,
@@ -456,6 +483,7 @@ def _collect(run: _Run, members: _Members, progress: ProgressCallback | None) ->
         redactor=run.redactor,
         progress=progress,
         on_scrubbed=lambda record: members.packer.add(layout.RAW_DIR + record.path, record.body),
+        wanted=None if run.options.read_everything else _wanted(run),
     )
     run.timings.lap("collect")
     for _connector, record in collection.raw:

@@ -124,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
         help="audit this mail domain's public email posture (repeatable); needs no credentials",
     )
     audit.add_argument(
+        "--read-all",
+        action="store_true",
+        help="collect every section the connectors can read, not only those the chosen "
+        "controls read (a bundle to evaluate later under another profile)",
+    )
+    audit.add_argument(
         "--no-smtp-probe",
         action="store_true",
         help="skip the STARTTLS probe of MX hosts (where outbound port 25 is blocked)",

@@ -109,6 +109,7 @@ async def collect_async(
     redactor: Redactor,
     progress: ProgressCallback | None = None,
     on_scrubbed: Callable[[RawRecord], None] | None = None,
+    wanted: frozenset[str] | None = None,
 ) -> Collection:
     """`on_scrubbed` is told of each raw answer once it is clean, from a worker thread (the
     bundle starts packing it then); told again if the answer had to be scrubbed again."""
@@ -116,7 +117,9 @@ async def collect_async(
     deadline = time.monotonic() + deadline_seconds
     scrubber = _RawScrubber(redactor, on_scrubbed)
     try:
-        return await _collect_with(connectors, snapshot, deadline, redactor, scrubber, progress)
+        return await _collect_with(
+            connectors, snapshot, deadline, redactor, scrubber, progress, wanted
+        )
     finally:
         scrubber.close()
 
@@ -128,6 +131,7 @@ async def _collect_with(
     redactor: Redactor,
     scrubber: _RawScrubber,
     progress: ProgressCallback | None,
+    wanted: frozenset[str] | None = None,
 ) -> Collection:
     contexts: list[tuple[Connector, CollectContext]] = []
     for connector in connectors:
@@ -143,6 +147,7 @@ async def _collect_with(
             progress=_reporter(progress, connector.instance),
             register_secret=redactor.add,
             on_raw=scrubber.start,
+            wanted=wanted,
         )
         contexts.append((connector, ctx))
 
@@ -235,6 +240,7 @@ def collect(
     redactor: Redactor,
     progress: ProgressCallback | None = None,
     on_scrubbed: Callable[[RawRecord], None] | None = None,
+    wanted: frozenset[str] | None = None,
 ) -> Collection:
     collected: list[Collection] = []
 
@@ -251,6 +257,7 @@ def collect(
                 redactor=redactor,
                 progress=progress,
                 on_scrubbed=on_scrubbed,
+                wanted=wanted,
             )
         )
 

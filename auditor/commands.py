@@ -94,6 +94,7 @@ def _audit_options(args: argparse.Namespace) -> AuditOptions:
         clock_started=STARTED,
         sarif_category=getattr(args, "sarif_category", None),
         output_formats=getattr(args, "output_formats", ()),
+        read_everything=getattr(args, "read_all", False),
     )
 
 
@@ -249,6 +250,7 @@ def _cmd_record(args: argparse.Namespace, console: Console) -> int:
             "record needs an [m365] section: it records Microsoft 365 tenants", where=config.label
         )
     options = _audit_options(args)
+    options.read_everything = True  # a recorded tenant is whole, whatever the profile
     with _progress(console, args) as progress:
         outcome = run_audit(
             config, options, progress=progress.update, redactor=_log_filter.redactor

@@ -215,7 +215,12 @@ def _missing_reason(snapshot: Snapshot, policy: Policy, name: str, subject: str)
     failed = snapshot.failed_sources(policy.platform)
     if failed:
         return "; ".join(f"{src.title} failed: {src.error}" for _name, src in failed)
-    return f"section {name} was not collected for {subject}"
+    # An audit collects what its own controls read: a snapshot evaluated later under other
+    # controls may lack a section for that reason alone.
+    return (
+        f"section {name} was not collected for {subject} (an audit collects only the sections "
+        "its controls read; `commsaudit audit --read-all` collects every one)"
+    )
 
 
 class Engine:

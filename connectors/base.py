@@ -65,6 +65,9 @@ class CollectContext:
     raw_prefix: str = ""
     #: Told of each response as it is kept: the run scrubs it at once, beside the collection.
     on_raw: Callable[[RawRecord], None] = lambda _record: None
+    #: The sections the run's policies read (None: every one). A connector may leave out the
+    #: reads no wanted section needs; it must not emit a section it did not read for.
+    wanted: frozenset[str] | None = None
     _blocking_slots: asyncio.Semaphore = field(init=False, repr=False)
     _taken: set[str] = field(init=False, repr=False, default_factory=set)
 
@@ -187,6 +190,9 @@ class Connector(ABC):
     config_schema: ClassVar[dict[str, Any]]
     #: Connectors whose sections this one reads (in `ctx.upstream`); it starts when they end.
     depends_on: ClassVar[tuple[str, ...]] = ()
+    #: The sections of those connectors it reads (`ctx.upstream`): collected whatever the
+    #: run's policies read themselves.
+    consumes: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def grant_guide(cls) -> tuple[dict[str, Any], str]:

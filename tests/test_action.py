@@ -1019,8 +1019,9 @@ def test_the_action_audits_the_sandbox_tenant_signed_in_with_oidc(
         if service is not None:
             with service:
                 run = run_action(given, workspace=workspace, env=env)
-            # One token per audience: Graph, Exchange, Security & Compliance, Teams.
-            assert len(service.requests) == 4
+            # One token per audience the hipaa controls read: Graph, Exchange, Security &
+            # Compliance (no Teams control is among them, so no Teams sign-in).
+            assert len(service.requests) == 3
             assert all("audience=api%3A//AzureADTokenExchange" in r for r in service.requests)
         else:
             run = run_action(given, workspace=workspace, env=env)

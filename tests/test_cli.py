@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -164,3 +165,21 @@ def test_controls_filter_by_glob(tmp_path: Path) -> None:
 def test_no_color_is_honoured(tmp_path: Path) -> None:
     proc = run_cli("audit", "--demo", "--out", tmp_path, cwd=tmp_path, env={"NO_COLOR": "1"})
     assert "\x1b[" not in proc.stderr
+
+
+def test_a_bundle_read_for_one_profile_says_how_to_evaluate_another(tmp_path: Path) -> None:
+    # A hipaa run reads no Teams or Defender setting: evaluated under scuba, those controls are
+    # errors that say why and what to do; a --read-all run's snapshot judges them all.
+    for name, extra in (("planned", ()), ("whole", ("--read-all",))):
+        out = tmp_path / name
+        run_cli("audit", "--demo", *extra, "--out", out, cwd=tmp_path)
+        (bundle,) = out.glob("*.zip")
+        snapshot = out / "snapshot.json"
+        snapshot.write_bytes(zipfile.ZipFile(bundle).read("snapshot.json"))
+        proc = run_cli("evaluate", snapshot, "--profile", "scuba", "--format", "json", cwd=out)
+        errors = [r for r in json.loads(proc.stdout)["results"] if r["status"] == "error"]
+        if name == "planned":
+            teams = [r for r in errors if r["control"].startswith("m365.teams.")]
+            assert teams and all("--read-all" in r["reason"] for r in teams), teams[:1]
+        else:
+            assert errors == []

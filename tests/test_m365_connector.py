@@ -34,6 +34,7 @@ from connectors.m365.http import (
     on_request_sent,
 )
 from connectors.m365.sandbox.server import SECRET_ENV, Faults, Sandbox
+from connectors.m365.teams import CONFIGURATIONS
 
 from conftest import DemoRun
 from helpers import REPO, member_json, members, run_cli
@@ -373,6 +374,44 @@ def test_every_audience_signs_in_beside_the_first_with_one_openid_configuration(
     assert len(discovery) == 1, discovery
     assert connector.stats["sign_ins"] == len(tokens) == 4  # Graph, EXO, S&C, Teams
     assert sorted(tokens)[3] < first_graph, log
+
+
+def test_a_run_reads_only_the_answers_its_controls_need() -> None:
+    # The hipaa controls read no Teams, Defender or PIM setting: none of those is asked for,
+    # Teams is not signed in to, and every section a hipaa control reads is there and judged
+    # as in a run that reads everything.
+    from auditor.audit import wanted_sections
+    from auditor.policy import load_policies
+    from auditor.resources import policies_dir
+
+    hipaa = wanted_sections(load_policies([policies_dir()]).select("hipaa", []))
+    with Sandbox(TENANTS / "contoso-health") as sandbox:
+        everything, _ = _collect(sandbox)
+        whole = {(e.role, e.recorded or e.path) for e in sandbox.log}
+        sandbox.log.clear()
+        connector = M365Connector(_config(sandbox, "client-secret"), Path())
+        connector.environ = {SECRET_ENV: sandbox.client_secret}
+        ctx = CollectContext(
+            connector="m365",
+            now=dt.datetime.now(dt.UTC),
+            deadline=time.monotonic() + 120,
+            wanted=hipaa,
+        )
+        asyncio.run(connector.collect(ctx))
+        planned = {(e.role, e.recorded or e.path) for e in sandbox.log}
+    assert planned < whole
+    skipped = {r for _role, r in whole - planned if r}
+    assert {r for r in skipped if r.startswith("teams/")} == {f"teams/{c}" for c in CONFIGURATIONS}
+    assert "exo/Get-SafeLinksPolicy" in skipped and "exo/Get-Mailbox" not in skipped
+    assert not [r for _role, r in planned if r and r.startswith("teams/")]
+    assert connector.stats["sign_ins"] == 3  # Graph, Exchange, Security & Compliance
+    kept = {s.name: s for s in ctx.sections}
+    full = {s.name: s for s in everything.sections}
+    needed = {n for n in hipaa if n.startswith("m365.")}
+    assert needed <= set(kept)
+    for name in needed:
+        assert (kept[name].status, kept[name].data) == (full[name].status, full[name].data), name
+    assert not [n for n in kept if n.startswith("m365.teams.")]
 
 
 def test_wrong_secret_is_a_readable_sign_in_error(fabrikam: Sandbox) -> None:

@@ -92,6 +92,12 @@ class DnsConnector(Connector):
     title: ClassVar[str] = "Email posture (DNS)"
     platforms: ClassVar[tuple[Platform, ...]] = ("dns",)
     depends_on: ClassVar[tuple[str, ...]] = ("m365", "aws")
+    # The domains to check and their DKIM selectors (see _domains and _selectors).
+    consumes: ClassVar[tuple[str, ...]] = (
+        "m365.entra.domains",
+        "m365.exo.dkim_domains",
+        "aws.ses.identities",
+    )
     config_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,

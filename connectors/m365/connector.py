@@ -25,12 +25,15 @@ from connectors.m365.grants import grant_steps
 from connectors.m365.http import MIB, Destinations, Limits, Stats, make_clients
 from connectors.m365.normalise import (
     ADMIN_API_SECTIONS,
+    ELIGIBLE_PATH,
+    SECTION_READS,
     SECTIONS,
     M365Settings,
     RegistrationJoin,
     SectionOut,
     normalise,
     privileged_user_ids,
+    reads_for,
 )
 from connectors.m365.permissions import permissions
 from connectors.m365.sharepoint import OPT_IN, TENANT_PATH, SharePointAdmin
@@ -180,6 +183,9 @@ COMPLIANCE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("Get-UnifiedAuditLogRetentionPolicy", {}),
     ("Get-ProtectionAlert", {}),
 )
+
+# Retention policies are read twice (see _retention_policies) and kept as one answer.
+RETENTION_PATH = "compliance/Get-RetentionCompliancePolicy"
 
 _ENDPOINT_KEYS = {
     "authority",
@@ -435,6 +441,17 @@ class M365Connector(Connector):
             cloud=str(self.config.get("cloud", "global")),
         )
         join = RegistrationJoin(settings)
+        # The sections the run's policies read, and the answers they are made from: a read no
+        # wanted section needs is left out (None: every section, every answer).
+        needed = None if ctx.wanted is None else frozenset(SECTIONS) & ctx.wanted
+        reads = _Reads(reads_for(needed))
+        # Every section whose answers are all read is kept, wanted or not: it costs nothing
+        # more, and a bundle keeps what evidence it has (secure score beside the vendors).
+        wanted = (
+            None
+            if reads.paths is None
+            else frozenset(n for n, r in SECTION_READS.items() if set(r) <= reads.paths)
+        )
 
         sharepoint = SharePointAdmin(
             admin_http,
@@ -457,7 +474,15 @@ class M365Connector(Connector):
             ctx.progress(f"signing in ({method})")
             signing_in = asyncio.ensure_future(tokens.token(cloud.graph_scope))
             tokens.start(
-                [cloud.exchange_scope, cloud.compliance_scope, cloud.teams_scope],
+                [
+                    scope
+                    for scope, prefix in (
+                        (cloud.exchange_scope, "exo/"),
+                        (cloud.compliance_scope, "compliance/"),
+                        (cloud.teams_scope, "teams/"),
+                    )
+                    if reads.any(prefix)
+                ],
                 when=_first_done(token_requested.wait(), signing_in),
             )
             await asyncio.sleep(0)  # the sign-in starts in its worker thread...
@@ -488,6 +513,8 @@ class M365Connector(Connector):
                     settings,
                     join,
                     keep,
+                    reads,
+                    wanted,
                 )
             finally:
                 ticker.cancel()
@@ -502,8 +529,12 @@ class M365Connector(Connector):
         }
         errors.update(keep(graph_answers))
         self._keep_tenant(ctx, tenant, errors)
+        graph_sections = frozenset(SECTIONS) - ADMIN_API_SECTIONS
         rest = normalise(
-            fetched, settings, only=frozenset(SECTIONS) - ADMIN_API_SECTIONS, join=join
+            fetched,
+            settings,
+            only=graph_sections if wanted is None else graph_sections & wanted,
+            join=join,
         )
         order = list(SECTIONS)
         for section in sorted([*early, *rest], key=lambda s: order.index(s.name)):
@@ -541,6 +572,8 @@ class M365Connector(Connector):
         settings: M365Settings,
         join: RegistrationJoin,
         keep: Callable[[dict[str, Fetched]], dict[str, Any]],
+        reads: _Reads,
+        wanted: frozenset[str] | None,
     ) -> tuple[dict[str, Fetched], list[SectionOut], dict[str, Any]]:
         """Everything, concurrently. The admin API and Teams answers usually arrive well before
         the last Graph pages; their evidence and sections are prepared in a worker thread
@@ -560,57 +593,80 @@ class M365Connector(Connector):
         # The longest chains of requests first: the first page of the users and of their
         # registration details is on the wire before any other read is begun (each read's
         # first request costs the event loop milliseconds, which those chains would wait out).
-        sent = {path: asyncio.Event() for path in LONGEST_CHAINS}
+        collections = [(p, q) for p, q in GRAPH_COLLECTIONS if reads.wants(f"graph/v1.0/{p}")]
+        sent = {path: asyncio.Event() for path in LONGEST_CHAINS if path in dict(collections)}
         feed = {USERS: join.users, REGISTRATIONS: join.details}
-        reads = [
-            asyncio.ensure_future(
+        pending = {
+            path: asyncio.ensure_future(
                 policies_then_groups(path, query)
                 if path == CA_POLICIES
                 else _as_list(graph.collection(path, query, sent.get(path), feed.get(path)))
             )
-            for path, query in GRAPH_COLLECTIONS
-        ]
+            for path, query in collections
+        }
         for first_page in sent.values():
             await first_page.wait()
         identity.reading = organisation = asyncio.ensure_future(graph.collection(*ORGANIZATION))
-        singles = asyncio.ensure_future(graph.batch(GRAPH_SINGLES))
-        agent_ca = asyncio.ensure_future(graph.collection(*AGENT_CA, version="beta"))
-        definitions = reads[[p for p, _q in GRAPH_COLLECTIONS].index(ROLE_DEFINITIONS)]
-        privileged = asyncio.ensure_future(_privileged(graph, definitions, settings))
+        singles = [p for p in GRAPH_SINGLES if reads.wants(f"graph/v1.0/{p.partition('?')[0]}")]
+        batched = asyncio.ensure_future(graph.batch(singles)) if singles else None
+        agent_ca = (
+            asyncio.ensure_future(graph.collection(*AGENT_CA, version="beta"))
+            if reads.wants(f"graph/beta/{AGENT_CA[0]}")
+            else None
+        )
+        privileged = (
+            asyncio.ensure_future(_privileged(graph, pending[ROLE_DEFINITIONS], settings))
+            if reads.wants(ELIGIBLE_PATH) and ROLE_DEFINITIONS in pending
+            else None
+        )
         # Waits for the organization (the initial domain names the admin site) and then reads
         # one object: well before the last Graph pages.
-        spo_tenant = asyncio.ensure_future(sharepoint.read_tenant())
+        spo_tenant = (
+            asyncio.ensure_future(sharepoint.read_tenant()) if reads.wants(TENANT_PATH) else None
+        )
 
         async def graph_part() -> list[Fetched]:
-            collections = [f for part in await asyncio.gather(*reads) for f in part]
+            read = [f for part in await asyncio.gather(*pending.values()) for f in part]
             return [
                 await organisation,
-                *(await singles).values(),
-                await agent_ca,
-                *collections,
-                *await privileged,
-                await spo_tenant,
+                *((await batched).values() if batched else ()),
+                *([await agent_ca] if agent_ca else ()),
+                *read,
+                *(await privileged if privileged else ()),
+                *([await spo_tenant] if spo_tenant else ()),
             ]
 
         async def exchange_part() -> list[Fetched]:
-            calls = (exchange.invoke(c, p, self._select(c)) for c, p in EXCHANGE_CMDLETS)
+            calls = [
+                exchange.invoke(c, p, self._select(c))
+                for c, p in EXCHANGE_CMDLETS
+                if reads.wants(f"exo/{c}")
+            ]
             return list(await asyncio.gather(*calls))
 
         async def compliance_part() -> list[Fetched]:
+            calls = [
+                compliance.invoke(c, p)
+                for c, p in COMPLIANCE_CMDLETS
+                if reads.wants(f"compliance/{c}")
+            ]
+            if reads.wants(RETENTION_PATH):
+                calls.append(_retention_policies(compliance))
+            if not calls:
+                return []
             await compliance.discover_region()
-            calls = [compliance.invoke(c, p) for c, p in COMPLIANCE_CMDLETS]
-            calls.append(_retention_policies(compliance))
             return list(await asyncio.gather(*calls))
 
         async def teams_part() -> list[Fetched]:
-            return list(await asyncio.gather(*(teams.get(path) for path in CONFIGURATIONS)))
+            chosen = [path for path in CONFIGURATIONS if reads.wants(f"teams/{path}")]
+            return list(await asyncio.gather(*(teams.get(path) for path in chosen)))
 
         graph_task = asyncio.ensure_future(graph_part())
         admin_parts = await asyncio.gather(exchange_part(), compliance_part(), teams_part())
         admin = {f.path: f for part in admin_parts for f in part}
 
         async def admin_sections() -> tuple[list[SectionOut], dict[str, Any]]:
-            sections = await ctx.run_blocking(self._prepare_admin, admin, settings)
+            sections = await ctx.run_blocking(self._prepare_admin, admin, settings, wanted)
             # Kept now, so that they are scrubbed while Graph's last pages are still coming.
             return sections, keep(admin)
 
@@ -627,11 +683,14 @@ class M365Connector(Connector):
             selected += tuple(p for p in extra if p not in selected)
         return selected
 
-    def _prepare_admin(self, admin: dict[str, Fetched], settings: M365Settings) -> list[SectionOut]:
+    def _prepare_admin(
+        self, admin: dict[str, Fetched], settings: M365Settings, wanted: frozenset[str] | None
+    ) -> list[SectionOut]:
         self._bodies.update(
             {path: compact_json(f.data) for path, f in admin.items() if f.ok and f.body is None}
         )
-        return normalise(admin, settings, only=ADMIN_API_SECTIONS)
+        only = ADMIN_API_SECTIONS if wanted is None else ADMIN_API_SECTIONS & wanted
+        return normalise(admin, settings, only=only)
 
     def _keep_answers(
         self,
@@ -822,6 +881,20 @@ def _tenant_facts(fetched: dict[str, Fetched], tenant_id: str) -> dict[str, str]
             if isinstance(domain, dict) and domain.get("isInitial") and domain.get("name"):
                 facts["default_domain"] = str(domain["name"])
     return facts
+
+
+class _Reads:
+    """Which answers to read: those in `paths` (a `users/*` entry stands for each user), or
+    every one when `paths` is None."""
+
+    def __init__(self, paths: frozenset[str] | None) -> None:
+        self.paths = paths
+
+    def wants(self, path: str) -> bool:
+        return self.paths is None or path in self.paths
+
+    def any(self, prefix: str) -> bool:
+        return self.paths is None or any(p.startswith(prefix) for p in self.paths)
 
 
 async def _first_done(*waits: Awaitable[object]) -> None:
