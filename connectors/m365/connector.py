@@ -593,8 +593,8 @@ class M365Connector(Connector):
         # The longest chains of requests first: the first page of the users and of their
         # registration details is on the wire before any other read is begun (each read's
         # first request costs the event loop milliseconds, which those chains would wait out).
-        collections = [(p, q) for p, q in GRAPH_COLLECTIONS if reads.wants(f"graph/v1.0/{p}")]
-        sent = {path: asyncio.Event() for path in LONGEST_CHAINS if path in dict(collections)}
+        collections = {p: q for p, q in GRAPH_COLLECTIONS if reads.wants(f"graph/v1.0/{p}")}
+        sent = {path: asyncio.Event() for path in LONGEST_CHAINS if path in collections}
         feed = {USERS: join.users, REGISTRATIONS: join.details}
         pending = {
             path: asyncio.ensure_future(
@@ -602,7 +602,7 @@ class M365Connector(Connector):
                 if path == CA_POLICIES
                 else _as_list(graph.collection(path, query, sent.get(path), feed.get(path)))
             )
-            for path, query in collections
+            for path, query in collections.items()
         }
         for first_page in sent.values():
             await first_page.wait()
