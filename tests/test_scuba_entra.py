@@ -17,6 +17,7 @@ from m365_sandbox import sandbox_config
 from connectors.base import CollectContext
 from connectors.m365.connector import M365Connector
 from connectors.m365.fetched import Fetched, read_recorded_tenant
+from connectors.m365.graph import lacks_pim_licence
 from connectors.m365.normalise import M365Settings, normalise
 from connectors.m365.permissions import graph_permission, permissions
 from connectors.m365.privileged import duration_days
@@ -109,9 +110,30 @@ def test_the_connector_names_the_p2_licence_when_pim_is_absent(tmp_path: Path) -
     sections = {s.name: s for s in ctx.sections}
     for name in ("m365.entra.privileged_roles", "m365.entra.role_management_policies"):
         assert sections[name].status == "error"
-        assert "Microsoft Entra ID P2" in (sections[name].reason or ""), sections[name].reason
+        reason = sections[name].reason or ""
+        assert "AadPremiumLicenseRequired" in reason, reason
+        assert "(the tenant lacks the licence for it (Microsoft Entra ID P2 or" in reason, reason
     assert sections["m365.entra.app_management_policy"].status == "ok"
     assert sections["m365.entra.role_coverage"].status == "ok"  # the hipaa reads are untouched
+
+
+@pytest.mark.parametrize(
+    ("text", "p2"),
+    [
+        ("AadPremiumLicenseRequired: The tenant needs an AAD Premium 2 license.", True),
+        (
+            "BadRequest: The tenant needs to have Microsoft Entra ID P2 or Microsoft Entra ID "
+            "Governance license.",
+            True,
+        ),
+        ("AadPremiumLicenseRequired: PIM requires Entra ID P2 or Governance.", True),
+        ("BadRequest: Invalid filter clause", False),
+    ],
+)
+def test_pims_licence_refusal_is_known_by_its_code_or_either_message(text: str, p2: bool) -> None:
+    """Public clients quote the refusal with either message, and the newer one also under the
+    code BadRequest: a refusal in any of those words names the licence."""
+    assert lacks_pim_licence(text) is p2
 
 
 def test_a_forbidden_app_management_policy_is_an_error() -> None:

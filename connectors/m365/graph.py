@@ -67,6 +67,20 @@ def _error_text(exc: BaseException) -> tuple[int, str]:
     return status, str(message).splitlines()[0]
 
 
+def lacks_pim_licence(text: str) -> bool:
+    """Whether a 400 is PIM's refusal in a tenant without Entra ID P2 or ID Governance.
+
+    Public clients quote it with the code AadPremiumLicenseRequired and either message ("The
+    tenant needs an AAD Premium 2 license.", the older; "The tenant needs to have Microsoft
+    Entra ID P2 or Microsoft Entra ID Governance license.", the newer), and some see the newer
+    message under the code BadRequest: the code or either message is enough."""
+    return (
+        "AadPremiumLicenseRequired" in text
+        or "AAD Premium 2 license" in text
+        or "Entra ID P2 or Microsoft Entra ID Governance license" in text
+    )
+
+
 _NEXT_LINK = re.compile(rb'"@odata\.nextLink"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
@@ -153,10 +167,11 @@ class GraphReader:
             return Fetched(recorded, 0, None, self._now(), reason)
         status, text = _error_text(exc)
         reason = f"{recorded.removeprefix('graph/')} answered {status or 'no response'}: {text}"
-        if status == 400 and "AadPremiumLicenseRequired" in text:
-            # PIM's reads, in a tenant without Entra ID P2 (the service's own words: "The
-            # tenant needs an AAD Premium 2 license.").
-            hint = "the tenant lacks the licence for it (Microsoft Entra ID P2)"
+        if status == 400 and lacks_pim_licence(text):
+            hint = (
+                "the tenant lacks the licence for it "
+                "(Microsoft Entra ID P2 or Microsoft Entra ID Governance)"
+            )
             return Fetched(recorded, status, None, self._now(), f"{reason} ({hint})", True)
         if status == 403:
             unlicensed = "premium" in text.lower() or "NonPremium" in text

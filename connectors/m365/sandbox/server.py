@@ -113,8 +113,14 @@ _LICENSED = {
 }
 # PIM's reads in a tenant without Entra ID P2 answer 400 (as reported for Graph's and Azure
 # Resource Manager's PIM APIs: JulianHayward/Azure-MG-Sub-Governance-Reporting#114,
-# microsoft/EntraExporter#61).
-_P2 = ("AadPremiumLicenseRequired", "The tenant needs an AAD Premium 2 license.")
+# microsoft/EntraExporter#61), in Graph's error envelope. The code is the one
+# Microsoft365DSC's exports match ("[AadPremiumLicenseRequired]"); the message is the newer one
+# public clients quote ("The tenant needs to have Microsoft Entra ID P2 or Microsoft Entra ID
+# Governance license."; the older read "The tenant needs an AAD Premium 2 license.").
+_P2 = (
+    "AadPremiumLicenseRequired",
+    "The tenant needs to have Microsoft Entra ID P2 or Microsoft Entra ID Governance license.",
+)
 _LICENSED_P2 = frozenset(
     {
         "graph/v1.0/roleManagement/directory/roleEligibilityScheduleInstances",
