@@ -115,6 +115,8 @@ class SharePointAdmin:
     async def read_tenant(self) -> Fetched:
         if not self.enabled:
             return self._failed(0, NOT_ENABLED)
+        # A federated credential signs in with a client assertion, as a certificate does: PnP
+        # Framework reports SharePoint app-only access tested that way (pnp/pnpframework#1124).
         if self.method == "client-secret":
             return self._failed(
                 0,
