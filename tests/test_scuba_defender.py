@@ -247,3 +247,25 @@ def test_a_forbidden_alert_policy_read_is_an_error_not_a_pass() -> None:
         info, fetched, M365Settings(), "scuba", ["m365.purview.alert-policies-enabled"]
     )
     assert results["m365.purview.alert-policies-enabled"].status == "error"
+
+
+def test_only_a_refusal_of_a_defender_cmdlet_names_the_licence() -> None:
+    """A tenant without Defender refuses its cmdlets; a server fault says nothing of the licence,
+    and the reason must not send the reader to buy one."""
+    info, base = read_recorded_tenant(CONTOSO, NOW)
+    control = "m365.defender.safe-links-click-tracking"
+    key = "exo/Get-SafeLinksPolicy"
+    reasons = {}
+    for status, text in (
+        (503, "ServiceUnavailable: The service is temporarily unavailable."),
+        (403, "Forbidden: The term 'Get-SafeLinksPolicy' is not recognized as a cmdlet."),
+    ):
+        fetched = dict(base)
+        fetched[key] = Fetched(key, status, None, NOW, f"{key} answered {status}: {text}")
+        result = evaluate_fetched(info, fetched, M365Settings(), "scuba", [control])[control]
+        assert result.status == "error"
+        reasons[status] = result.reason or ""
+    assert "Defender for Office 365" not in reasons[503], reasons[503]
+    assert "temporarily unavailable." in reasons[503]
+    assert "cmdlet. Safe Links, Safe Attachments" in reasons[403], reasons[403]
+    assert ".." not in reasons[403] + reasons[503]

@@ -37,7 +37,6 @@ from connectors.m365.threat_policies import (
     ANTI_PHISH,
     CONTENT_FILTER,
     DEFENDER_CMDLETS,
-    DEFENDER_HINT,
     MALWARE,
     SAFE_ATTACHMENTS,
     SAFE_LINKS,
@@ -45,6 +44,7 @@ from connectors.m365.threat_policies import (
     accepted_domains,
     in_force,
     transport_rule_facts,
+    with_defender_hint,
 )
 
 # The tenant's authentication strengths, built-in and custom (Graph v1.0 documents this list
@@ -112,7 +112,7 @@ class _Reader:
         if not found.ok:
             reason = found.error or f"{path} answered {found.status}"
             if path in DEFENDER_CMDLETS:
-                reason += DEFENDER_HINT
+                reason = with_defender_hint(found.status, reason)
             raise _Missing(path, reason, found.unlicensed)
         if path in shapes.CHECKED:
             check = self.checks.get(path)

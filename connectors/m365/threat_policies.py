@@ -58,10 +58,20 @@ DEFENDER_CMDLETS = frozenset(
     )
 )
 DEFENDER_HINT = (
-    ". Safe Links, Safe Attachments and their preset and built-in rules exist only in tenants "
+    "Safe Links, Safe Attachments and their preset and built-in rules exist only in tenants "
     "licensed for Microsoft Defender for Office 365 (Plan 1 or 2); a tenant without it answers "
     "as if the cmdlet did not exist, and a missing role looks the same"
 )
+
+
+def with_defender_hint(status: int, reason: str) -> str:
+    """The reason a Defender cmdlet's read failed, with the licence named when the answer is
+    a refusal (what a tenant without Defender gives). A server fault, a throttle or a dropped
+    connection says nothing about the licence, and the hint would send the reader the wrong way."""
+    refused = status in (400, 403, 404) or "is not recognized" in reason
+    if not refused:
+        return reason
+    return f"{reason.rstrip(' .')}. {DEFENDER_HINT}"
 
 
 @dataclass(frozen=True)
