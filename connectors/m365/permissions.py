@@ -42,7 +42,8 @@ SHAREPOINT_WHY = (
     "MS.SHAREPOINT.1.2-3.3), which only the SharePoint admin API shows. SharePoint has no "
     "narrower permission for its tenant settings, and this one also lets the app read and "
     "change every site and file: grant it only if you accept that. SharePoint accepts it only "
-    "from an app that signs in with a certificate, not a client secret"
+    "from an app that signs in with a certificate or a federated credential, not a client "
+    "secret"
 )
 
 
