@@ -260,7 +260,12 @@ class DnsConnector(Connector):
         for domain in domains:
             ctx.add_subject("dns", "domain", domain)
         ctx.progress(f"{len(domains)} domain(s)")
-        await asyncio.gather(*(self._domain(ctx, resolver, validator, d, vendors) for d in domains))
+        try:
+            await asyncio.gather(
+                *(self._domain(ctx, resolver, validator, d, vendors) for d in domains)
+            )
+        finally:
+            await resolver.aclose()
         ctx.add_raw(
             RawRecord(
                 path="dns/answers.json",

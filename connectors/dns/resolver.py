@@ -109,6 +109,23 @@ class CappedDoH(dns.nameserver.DoHNameserver):
     def __init__(self, url: str, verify: bool | str = True) -> None:
         super().__init__(url, verify=verify)
         self._verify = verify
+        # One client (its TLS context, its kept-alive connections) for every query of a run:
+        # a handshake a query would cost a round trip or two each, and the certificate store
+        # loaded again each time. An httpx client belongs to the event loop that made it.
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _client_here(self, timeout: float) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client.is_closed or self._loop is not loop:
+            self._client = capped_client(MAX_DNS_MESSAGE, _trust(self._verify), timeout)
+            self._loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client, self._loop = self._client, None, None
+        if client is not None:
+            await client.aclose()
 
     def query(
         self,
@@ -134,10 +151,11 @@ class CappedDoH(dns.nameserver.DoHNameserver):
         ignore_trailing: bool = False,
     ) -> dns.message.Message:
         headers = {"Content-Type": DNS_MESSAGE, "Accept": DNS_MESSAGE}
+        client = self._client_here(timeout)
         try:
-            # A client a query: an httpx client belongs to the event loop that made it.
-            async with capped_client(MAX_DNS_MESSAGE, _trust(self._verify), timeout) as client:
-                response = await client.post(self.url, content=request.to_wire(), headers=headers)
+            response = await client.post(
+                self.url, content=request.to_wire(), headers=headers, timeout=timeout
+            )
         except httpx.TimeoutException:
             raise dns.exception.Timeout(timeout=timeout) from None  # type: ignore[no-untyped-call]
         except httpx.HTTPError as exc:
@@ -207,6 +225,12 @@ class Resolver:
         self._slots = asyncio.Semaphore(self.concurrency)
         # Every answer and failure, as evidence.
         self.log: list[dict[str, Any]] = []
+
+    async def aclose(self) -> None:
+        """Close what the run's queries kept open (DNS over HTTPS connections)."""
+        for nameserver in self._resolver.nameservers:
+            if isinstance(nameserver, CappedDoH):
+                await nameserver.aclose()
 
     async def query(self, name: str, rdtype: str) -> Answer:
         key = (name.lower().rstrip("."), rdtype.upper())

@@ -38,6 +38,7 @@ class Hostile:
 
     behaviour: str = "policy"
     sent: list[int] = field(default_factory=list)  # body bytes written, a request each
+    peers: list[int] = field(default_factory=list)  # the client's port, a request each
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hostile, int
 
         def _answer(self, body: bytes) -> None:
             behaviour, sent = state.behaviour, 0
+            state.peers.append(self.client_address[1])
             try:
                 if behaviour == "policy":
                     self._send(200, POLICY, "text/plain")
@@ -224,6 +226,27 @@ def test_dns_over_https_is_answered_through_the_capped_client(
 ) -> None:
     answer = _doh(web, "doh")
     assert (answer.status, answer.records) == ("ok", ("192.0.2.25",))
+
+
+def test_dns_over_https_asks_every_question_over_one_connection(
+    web: tuple[Hostile, int, str],
+) -> None:
+    """A TLS handshake a question would cost a round trip or two each, on a run of dozens."""
+    state, port, bundle = web
+    state.behaviour = "doh"
+    resolver = Resolver(nameservers=[f"https://127.0.0.1:{port}/dns-query"], ca_bundle=bundle)
+    names = [f"host{i}.hostile.example" for i in range(5)]
+
+    async def ask() -> list[Answer]:
+        try:
+            return [await resolver.query(name, "A") for name in names]
+        finally:
+            await resolver.aclose()
+
+    del state.peers[:]
+    answers = asyncio.run(ask())
+    assert [a.status for a in answers] == ["ok"] * 5
+    assert len(state.peers) == 5 and len(set(state.peers)) == 1, state.peers
 
 
 @pytest.mark.parametrize(
