@@ -532,12 +532,15 @@ def policies_from_contents(contents: Mapping[str, bytes], where: str) -> PolicyS
 
 def catalogue_problems(policy_file: str, policy: Policy, catalogue: Catalogue) -> list[str]:
     """A source no connector emits, or a field the section's schema does not declare, read by
-    the policy's schemas (each profile's, the applicability test's) or its evidence pointers."""
+    the policy's schemas (each profile's, the applicability test's) or its evidence pointers;
+    an example whose input the section's schema refuses."""
     reads = paths_read(policy.schema)
     for schema in [*policy.profile_schemas.values(), policy.applicable_schema]:
         reads |= paths_read(schema)
     reads |= {path_of_pointer(p) for p in policy.evidence_pointers}
-    return catalogue.problems_of(policy_file, policy.sections, reads)
+    return catalogue.problems_of(policy_file, policy.sections, reads) + catalogue.example_problems(
+        policy_file, policy.sections, ((e.name, e.input) for e in policy.examples)
+    )
 
 
 @cache

@@ -51,6 +51,21 @@ def test_a_failing_example_must_fail_where_it_says(tmp_path: Path) -> None:
     assert "failed, but not at /latest/age_days (failures at: /latest/coverage)" in proc.stdout
 
 
+def test_an_example_its_section_could_never_hold_is_a_lint_problem(tmp_path: Path) -> None:
+    """An example left short of what the connector always writes proves nothing about the
+    answers it stands for: lint names the example, the section and what is missing."""
+    document = json.loads((policies_dir() / "dns.spf.enforced.json").read_text())
+    example = document["examples"][0]
+    del example["input"]["tree"]
+    (tmp_path / "dns.spf.enforced.json").write_text(json.dumps(document))
+    proc = run_cli("policies", "lint", tmp_path, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert (
+        f"example {example['name']!r} is not data dns.spf can hold: "
+        '(the whole section): "tree" is a required property'
+    ) in proc.stdout, proc.stdout
+
+
 def _broken(change: Any) -> list[str]:
     document = json.loads((policies_dir() / "org.training.current.json").read_text())
     change(document)

@@ -114,6 +114,27 @@ class Catalogue:
                     )
         return problems
 
+    def example_problems(
+        self, policy_file: str, sections: Mapping[str, str], examples: Iterable[tuple[str, Any]]
+    ) -> list[str]:
+        """Each example (name, input) whose input is no data its section can hold: a field the
+        connector always writes left out, one it never writes, a value of the wrong kind. An
+        example that could never arise proves nothing about the real answers."""
+        problems: list[str] = []
+        for example, given in examples:
+            for key, name in sections.items():
+                spec = self.get(name)
+                data = given.get(key) if key and isinstance(given, Mapping) else given
+                if spec is None or (key and data is None):
+                    continue  # an unknown source is problems_of's; an absent section is allowed
+                shown = f" ({key})" if key else ""
+                problems.extend(
+                    f"{policy_file}: example {example!r}{shown} is not data {name} can hold: "
+                    f"{problem}"
+                    for problem in spec.problems(data, limit=3)
+                )
+        return problems
+
 
 def _resolve(root: Mapping[str, Any], node: Any, seen: frozenset[str] = frozenset()) -> list[Any]:
     """`node` and every schema that applies at the same place (through $ref and the
