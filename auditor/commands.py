@@ -281,7 +281,7 @@ def _cmd_record(args: argparse.Namespace, console: Console) -> int:
 def _cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     config = _optional_config(args.config)
     _redact_config_secrets(config)
-    snapshot = read_snapshot(args.snapshot)
+    snapshot = catalogue().held_to(read_snapshot(args.snapshot), "the snapshot's data")
     results, report = evaluate_snapshot(
         config, snapshot, args.profile, args.controls, args.skip_controls
     )

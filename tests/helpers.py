@@ -147,9 +147,17 @@ def training_snapshot(
         "subject": organisation,
         "status": "ok",
         "source": "attestations",
+        # As the attestations connector writes it (its sections.json): a replayed snapshot is
+        # checked against the catalogue like a collected one.
         "data": {
-            "latest": {"age_days": age_days, "coverage": coverage},
-            "required_coverage": 0.95,
+            "latest": {
+                "date": (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=age_days)).isoformat(),
+                "workforce": 100,
+                "completed": round(coverage * 100),
+                "age_days": age_days,
+                "coverage": coverage,
+            },
+            "count": 1,
         },
     }
     path = directory / "snapshot.json"

@@ -49,7 +49,9 @@ def tenant_sections(
                 "subject": tenant,
                 "status": "ok",
                 "source": "graph:test",
-                "data": [{"vendor": "microsoft", "services": ["exchange-online"]}],
+                "data": [
+                    {"vendor": "microsoft", "name": "Microsoft", "services": ["exchange-online"]}
+                ],
             },
             {
                 "name": "m365.exo.transport_config",

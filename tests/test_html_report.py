@@ -34,12 +34,12 @@ def test_script_in_tenant_name_renders_inert(tmp_path: Path) -> None:
         tmp_path / "org",
         organisation=EVIL_ORG,
         tenant=EVIL_TENANT,
-        smtp_auth_disabled=False,  # a failure, so the evil value is shown as evidence
+        # A value the section cannot hold: the control is an error whose reason quotes it.
         extra_transport={"SmtpClientAuthenticationDisabled": EVIL_VALUE},
         recent=(today - dt.timedelta(days=5)).isoformat(),
     )
     proc = run_cli("audit", "--config", config, cwd=tmp_path)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     bundle = next((config.parent / "out").glob("*.zip"))
     html = members(bundle)["report.html"].decode()
 

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jsonschema_rs
 
 from auditor.jsonutil import pointer_parts
+from auditor.model.snapshot import Snapshot
 
 # A path into a section's data: member names, and "*" for any item of a list.
 FieldPath = tuple[str, ...]
 _SAME_PLACE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else")
+_MESSAGE_CAP = 300  # characters of one schema problem's message
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,12 @@ class SectionSpec:
         out = []
         for error in self._validator.iter_errors(data):
             where = "".join(f"/{p}" for p in error.instance_path) or "(the whole section)"
-            out.append(f"{where}: {error.message}")
+            # The validator quotes the offending value whole: a list of 50,000 mailboxes, or a
+            # string the size of the answer, would become the reason in every report.
+            message = error.message
+            if len(message) > _MESSAGE_CAP:
+                message = message[:_MESSAGE_CAP] + "…"
+            out.append(f"{where}: {message}")
             if len(out) >= limit:
                 break
         return out
@@ -113,6 +120,34 @@ class Catalogue:
                         f"{spec.declared_in} does not declare"
                     )
         return problems
+
+    def refusal(self, name: str, data: Any, what: str) -> str | None:
+        """Why recorded data (`what`: "the replayed data", ...) is not to be judged: it is no
+        data the section can hold as this version writes it, a field it always writes missing or
+        one it never writes. A snapshot from another version, or edited by hand, could
+        otherwise pass a control on a condition its data never recorded. None when it fits, or
+        when no connector declares the section (a policy cannot read that one)."""
+        spec = self.get(name)
+        problems = spec.problems(data, limit=3) if spec is not None else []
+        if not problems:
+            return None
+        return (
+            f"{what} is not data {name} can hold as this version of commsaudit writes it "
+            f"({'; '.join(problems)}): record the section again"
+        )
+
+    def held_to(self, snapshot: Snapshot, what: str) -> Snapshot:
+        """`snapshot` with each `ok` section whose data this version could not have written
+        turned into an `error` saying why (see `refusal`)."""
+        sections = []
+        for section in snapshot.sections:
+            ok = section.status == "ok"
+            refused = self.refusal(section.name, section.data, what) if ok else None
+            if refused is not None:
+                section = replace(section, status="error", data=None, reason=refused)
+            sections.append(section)
+        snapshot.sections[:] = sections
+        return snapshot
 
     def example_problems(
         self, policy_file: str, sections: Mapping[str, str], examples: Iterable[tuple[str, Any]]

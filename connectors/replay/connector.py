@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+from auditor.model.catalogue import Catalogue
 from auditor.model.errors import InputError
 from auditor.model.section import PLATFORMS, Platform, SubjectKind
 from auditor.model.snapshot import Snapshot, snapshot_from_json
 from connectors.base import CollectContext, Connector, RawRecord
+from connectors.registry import catalogue
 
 
 class ReplayConnector(Connector):
@@ -37,6 +39,7 @@ class ReplayConnector(Connector):
         super().__init__(config, base_dir)
         self.paths = [(base_dir / f).resolve() for f in config["files"]]
         self._loaded: list[tuple[Path, bytes, Snapshot]] = []
+        self._catalogue: Catalogue | None = None
 
     def _load(self) -> list[tuple[Path, bytes, Snapshot]]:
         loaded = []
@@ -97,15 +100,24 @@ class ReplayConnector(Connector):
                     # Computed from other sections once collection is done: this run derives
                     # it again from the replayed inputs, so a copy would only duplicate it.
                     continue
+                status, data, reason = section.status, section.data, section.reason
+                refused = self._refused(section.name, data) if status == "ok" else None
+                if refused is not None:
+                    status, data, reason = "error", None, refused
                 ctx.add_section(
                     section.name,
                     platform=section.platform,
                     subject=section.subject,
-                    data=section.data,
+                    data=data,
                     # Say plainly that this was not read from the platform during this run.
                     source=f"{section.source} (replayed from {path.name})",
                     raw=(raw_path,),
-                    status=section.status,
-                    reason=section.reason,
+                    status=status,
+                    reason=reason,
                     collected_at=section.collected_at,
                 )
+
+    def _refused(self, name: str, data: Any) -> str | None:
+        if self._catalogue is None:
+            self._catalogue = catalogue()
+        return self._catalogue.refusal(name, data, "the replayed data")
