@@ -37,8 +37,10 @@ class CappedTransport(httpx.AsyncBaseTransport):
     """httpx's own transport, with every answer's body capped at `limit` bytes and refused
     when it comes content-encoded (it is asked for as is)."""
 
-    def __init__(self, limit: int, verify: ssl.SSLContext | bool = True) -> None:
-        self._inner = httpx.AsyncHTTPTransport(verify=verify)
+    def __init__(
+        self, limit: int, verify: ssl.SSLContext | bool = True, http2: bool = False
+    ) -> None:
+        self._inner = httpx.AsyncHTTPTransport(verify=verify, http2=http2)
         self._limit = limit
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -69,11 +71,12 @@ class CappedTransport(httpx.AsyncBaseTransport):
 
 
 def capped_client(
-    limit: int, verify: ssl.SSLContext | bool = True, timeout: float = 10.0
+    limit: int, verify: ssl.SSLContext | bool = True, timeout: float = 10.0, http2: bool = False
 ) -> httpx.AsyncClient:
-    """A client that follows no redirect and reads no body over `limit` bytes."""
+    """A client that follows no redirect and reads no body over `limit` bytes; with `http2`,
+    it offers HTTP/2 (and takes HTTP/1.1 from a server that offers only that)."""
     return httpx.AsyncClient(
-        transport=CappedTransport(limit, verify), timeout=timeout, follow_redirects=False
+        transport=CappedTransport(limit, verify, http2), timeout=timeout, follow_redirects=False
     )
 
 

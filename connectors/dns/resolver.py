@@ -118,7 +118,9 @@ class CappedDoH(dns.nameserver.DoHNameserver):
     def _client_here(self, timeout: float) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client.is_closed or self._loop is not loop:
-            self._client = capped_client(MAX_DNS_MESSAGE, _trust(self._verify), timeout)
+            # HTTP/2, "the minimum RECOMMENDED version of HTTP for use with DoH" (RFC 8484
+            # section 5.2): a run's concurrent questions share one connection.
+            self._client = capped_client(MAX_DNS_MESSAGE, _trust(self._verify), timeout, http2=True)
             self._loop = loop
         return self._client
 
