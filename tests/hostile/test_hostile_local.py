@@ -118,6 +118,39 @@ def test_sigterm_during_the_demo_removes_its_temporary_directories(tmp_path: Pat
     assert not list((tmp_path / "out").glob("*.zip*")) if (tmp_path / "out").exists() else True
 
 
+class _Stopped(BaseException):
+    """Stands for the SIGTERM the command raises where the run is."""
+
+
+@pytest.mark.parametrize("where", ["making its keys", "starting"])
+def test_a_sandbox_stopped_before_any_with_takes_it_leaves_no_key_files(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's SIGTERM test races the sandbox: a signal while its keys are made (in
+    __init__), or while it starts (in __enter__), comes before any `with` could clean up, and the
+    command ends without the interpreter's teardown. Each must remove the directory itself."""
+    import connectors.m365.sandbox.server as server
+
+    def stop(*_args: object, **_kwargs: object) -> None:
+        raise _Stopped
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    # The exception is held, as the command holds it until it exits: its traceback keeps the
+    # half-made sandbox alive, so no finaliser can remove the directory in the meantime.
+    if where == "making its keys":
+        monkeypatch.setattr(server.rsa, "generate_private_key", stop)
+        with pytest.raises(_Stopped) as raised:
+            Sandbox(TENANT)
+    else:
+        sandbox = Sandbox(TENANT)
+        assert list(tmp_path.iterdir())  # its key files, until it stops
+        monkeypatch.setattr(server.RecordedTenant, "preload", stop)
+        with pytest.raises(_Stopped) as raised:
+            sandbox.start()
+    assert raised.traceback
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("port", ["70000", "65534", "-1", "http"])
 def test_sandbox_refuses_a_port_out_of_range_in_one_usage_line(tmp_path: Path, port: str) -> None:
     proc = run_cli("sandbox", "m365", TENANT, "--port", port, cwd=tmp_path, timeout=30)

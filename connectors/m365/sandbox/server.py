@@ -383,11 +383,18 @@ class Sandbox:
             None if workdir else tempfile.TemporaryDirectory(prefix="commsaudit-sandbox-")
         )
         self.workdir = workdir or Path(self._workdir_handle.name)  # type: ignore[union-attr]
-        self.pki: SandboxPki = make_pki()
-        self.files = self.pki.write(self.workdir)
-        self._oidc_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.federated_token_file = self.workdir / "federated-token.jwt"
-        self.federated_token_file.write_text(self._federated_token())
+        try:
+            self.pki: SandboxPki = make_pki()
+            self.files = self.pki.write(self.workdir)
+            self._oidc_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            self.federated_token_file = self.workdir / "federated-token.jwt"
+            self.federated_token_file.write_text(self._federated_token())
+        except BaseException:
+            # A SIGTERM while the keys are made (a tenth of a second) would leave them on disk:
+            # no `with` has taken the sandbox yet, and the command ends without the interpreter's
+            # teardown that would otherwise remove the directory.
+            self._remove_workdir()
+            raise
         self.log: list[Logged] = []
         self.refused: list[Logged] = []
         self.verbose = verbose
@@ -400,29 +407,37 @@ class Sandbox:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> Sandbox:
-        self.tenant.preload()
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.files["server"])
-        for offset, role in enumerate(ROLES):
-            port = self.first_port + offset if self.first_port else 0
-            try:
-                server = _Server(self, role, port, context)
-            except OSError as exc:
-                self.stop()  # the servers already listening, and the key files, go too
-                raise ListenError(f"127.0.0.1:{port}: {exc.strerror or exc}") from exc
-            self._servers[role] = server
-            thread = threading.Thread(
-                target=server.serve_forever, args=(0.05,), name=f"sandbox-{role}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        # Whatever stops the start (a port taken, a SIGTERM) stops what had started, and the
+        # key files go: `with` calls __exit__ only once __enter__ has returned.
+        try:
+            self.tenant.preload()
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(self.files["server"])
+            for offset, role in enumerate(ROLES):
+                port = self.first_port + offset if self.first_port else 0
+                try:
+                    server = _Server(self, role, port, context)
+                except OSError as exc:
+                    raise ListenError(f"127.0.0.1:{port}: {exc.strerror or exc}") from exc
+                self._servers[role] = server
+                thread = threading.Thread(
+                    target=server.serve_forever, args=(0.05,), name=f"sandbox-{role}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
         for server in self._servers.values():
             server.shutdown()
             server.server_close()
+        self._remove_workdir()
+
+    def _remove_workdir(self) -> None:
         if self._workdir_handle is not None:
             self._workdir_handle.cleanup()
 
