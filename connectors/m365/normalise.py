@@ -701,6 +701,13 @@ def _configurations(reader: _Reader, path: str) -> list[dict[str, Any]]:
 
 # "Domain=example.org", as the module shows an allowed domain.
 _DOMAIN_ENTRY = re.compile(r"^\s*Domain\s*=\s*(\S+?)\s*$")
+# .NET's namespaces, which a type name starts with (Microsoft.Rtc.Management...AllowList).
+_TYPE_NAME = re.compile(r"^(?:Microsoft|System)\.[A-Z]")
+# A DNS name of two labels or more: what a bare string must be to count as an allowed domain
+# (a .NET type name, as PowerShell writes an object it did not expand, is dotted too).
+_DOMAIN_NAME = re.compile(
+    r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.I
+)
 
 
 def _allowed_domains(value: Any) -> dict[str, Any]:
@@ -717,10 +724,11 @@ def _allowed_domains(value: Any) -> dict[str, Any]:
             return
         if isinstance(part, str):
             match = _DOMAIN_ENTRY.match(part)
-            if match and match.group(1):
-                domains.append(match.group(1))
-            elif "." in part and "=" not in part and " " not in part.strip():
-                domains.append(part.strip())
+            name = match.group(1) if match else part.strip()
+            if "AllowAllKnownDomains" in part:
+                facts["all_known_domains"] = True
+            elif _DOMAIN_NAME.match(name) and not _TYPE_NAME.match(name):
+                domains.append(name)
             else:
                 facts["understood"] = False
         elif isinstance(part, list):
