@@ -29,6 +29,7 @@ from connectors.m365.privileged import privileged_user_ids as _user_ids
 from connectors.m365.purview import (
     UnreadableShape,
     Workload,
+    dlp_rule_limits,
     location_facts,
     sensitive_types,
 )
@@ -462,15 +463,23 @@ def _dlp_rule(rule: dict[str, Any]) -> dict[str, Any]:
         detects = sensitive_types(rule)
     except UnreadableShape as exc:
         raise UnreadableShape(f"Get-DlpComplianceRule: {exc}") from None
+    try:
+        limits = dlp_rule_limits(rule)
+    except UnreadableShape as exc:
+        raise UnreadableShape(f"Get-DlpComplianceRule: {exc}") from None
     mode = rule.get("Mode")
     return {
         "Name": rule.get("Name"),
         "Mode": mode,
-        # A rule counts while it is on and enforced (not being deleted, not auditing only).
-        "enabled": (rule.get("Disabled") is False or "Disabled" not in rule)
-        and mode in (None, "Enforce"),
+        # A rule counts while it is known to be on and enforced (not being deleted, not
+        # auditing only): a rule without Disabled is not known to be on.
+        "enabled": rule.get("Disabled") is False and mode in (None, "Enforce"),
         "detects": detects,
-        "blocks": rule.get("BlockAccess") is True,
+        "limits": limits,
+        # Blocking counts for everyone (All) or for people outside the organisation (PerUser);
+        # PerAnonymousUser blocks only "Anyone" links, and a scope not known blocks nothing.
+        "blocks": rule.get("BlockAccess") is True
+        and rule.get("BlockAccessScope") in ("All", "PerUser"),
         "encrypts": bool(rule.get("EncryptRMSTemplate")),
         # Whom a policy tip or email tells about the match (NotifyUser: SiteAdmin, LastModifier,
         # Owner or addresses); empty or absent: no one.
@@ -553,9 +562,32 @@ def _audit_retention(reader: _Reader) -> list[dict[str, Any]]:
             "covers_all_records": not (
                 p.get("RecordTypes") or p.get("Operations") or p.get("UserIds")
             ),
+            "shortest_ahead_days": _shortest_ahead(p, policies),
         }
         for p in policies
     ]
+
+
+def _audit_priority(policy: Mapping[str, Any]) -> int | None:
+    value = policy.get("Priority")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _shortest_ahead(policy: Mapping[str, Any], policies: list[dict[str, Any]]) -> int | None:
+    """The shortest retention, in days, of the policies that take precedence over this one for
+    the records they select (a lower Priority wins: "a policy with a value of 5 takes priority
+    over a policy with a value of 10", Microsoft Purview's audit log retention policies page);
+    None when none does. A policy not known to be off counts, a priority not known on either
+    side counts as ahead, and a duration not known counts as none at all (0)."""
+    mine = _audit_priority(policy)
+    ahead = [
+        AUDIT_DURATIONS.get(str(other.get("RetentionDuration")), 0)
+        for other in policies
+        if other is not policy
+        and other.get("Enabled") is not False
+        and (mine is None or (theirs := _audit_priority(other)) is None or theirs < mine)
+    ]
+    return min(ahead) if ahead else None
 
 
 def _dkim_domains(reader: _Reader) -> list[dict[str, Any]]:

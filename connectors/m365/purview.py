@@ -137,6 +137,95 @@ def sensitive_types(rule: Mapping[str, Any]) -> list[str]:
     return sorted(set(found))
 
 
+# Members of a DLP rule that do not narrow the content it acts on: what names and places it,
+# what it does on a match and how it reports (the 221-member Get-DlpComplianceRule object of
+# cisagov/ScubaGear's Sample-Reports/ProviderSettingsExport.json @ 4d34e9a; New-DlpComplianceRule
+# describes each). Every other member that holds a value is a condition or an exception, and
+# narrows: one this code does not know included.
+_DLP_RULE_NEUTRAL = frozenset(
+    {
+        # identity, placement, state
+        "Identity", "Id", "Name", "DisplayName", "Guid", "ImmutableId", "ExchangeObjectId",
+        "DistinguishedName", "ParentPolicyName", "Policy", "Priority", "Workload", "Comment",
+        "Disabled", "Mode", "ReadOnly", "IsValid", "ObjectVersion", "ObjectState",
+        "ObjectCategory", "ObjectClass", "ExchangeVersion", "OrganizationalUnitRoot",
+        "OrganizationId", "OriginatingServer", "IsObjectUnderSystemOperation",
+        "IsSummarizedPsRule", "CreatedBy", "LastModifiedBy", "WhenChanged", "WhenCreated",
+        "WhenChangedUTC", "WhenCreatedUTC", "ExternalIdentity", "ExternalScenarioDependancies",
+        "ErrorMetadata", "RuleXml", "RuleErrorAction", "SourceType", "StorageBindings",
+        "ExecutionRuleGuids", "AdvancedRuleBuilderContext", "MaximumBlobRuleLength",
+        "EvaluateRulePerComponent", "ReportSeverityLevel",
+        # the detection itself (read by sensitive_types and _advanced_limits)
+        "ContentContainsSensitiveInformation", "AdvancedRule", "IsAdvancedRule",
+        # actions and reporting
+        "BlockAccess", "BlockAccessScope", "EncryptRMSTemplate", "RemoveRMSTemplate",
+        "EnforcePortalAccess", "ApplyBrandingTemplate", "EndpointDlpRestrictions",
+        "EndpointDlpBrowserRestrictions", "ThirdPartyAppDlpRestrictions",
+        "OnPremisesScannerDlpRestrictions", "PowerBIDlpRestrictions", "AlertProperties",
+        "GenerateAlert", "GenerateIncidentReport", "IncidentReportContent", "RemoveHeader",
+        "SetHeader", "StopPolicyProcessing", "AddRecipients", "Moderate", "ModifySubject",
+        "MapRecipients", "RedirectMessageTo", "PrependSubject", "ApplyHtmlDisclaimer",
+        "Quarantine", "TriggerPowerAutomateFlow", "BlockDomainsOrUsers", "BlockDomains",
+        "BlockDomainsExcept", "BlockUsers", "BlockUsersExcept", "RestrictAccess",
+        "SPMoveToQuarantineLocation", "MipRestrictAccess", "RestrictWebGrounding",
+        "RedactSensitiveInfo", "RestrictBrowserAccess",
+        # a modifier of sender conditions: alone it selects nothing
+        "SenderAddressLocation",
+    }
+)  # fmt: skip
+# Content shared with people outside the organisation: the scope of a rule that keeps PHI from
+# leaving it (AccessScope: InOrganization, NotInOrganization or None).
+_OUTWARD_SCOPES = frozenset({"notinorganization", "none"})
+
+
+def dlp_rule_limits(rule: Mapping[str, Any]) -> list[str]:
+    """The conditions and exceptions that narrow what a DLP rule acts on, beyond the sensitive
+    information it detects and an outward access scope: every member outside the known neutral
+    ones that holds a value, and in an AdvancedRule every condition but those two, anything
+    under `Not` and any operator other than And, Or and Not."""
+    limits = {
+        key
+        for key, value in rule.items()
+        if "@" not in key
+        and key not in _DLP_RULE_NEUTRAL
+        and not key.startswith("Notify")
+        and _holds_value(value)
+        and not (key == "AccessScope" and str(value).lower() in _OUTWARD_SCOPES)
+    }
+    advanced = rule.get("AdvancedRule")
+    if isinstance(advanced, str) and advanced.strip():
+        where = f"rule {rule.get('Name')!r} AdvancedRule"
+        limits.update(_advanced_limits(_json_leniently(advanced, where), False))
+    return sorted(limits)
+
+
+def _advanced_limits(node: Any, negated: bool) -> set[str]:
+    if isinstance(node, list):
+        return {limit for item in node for limit in _advanced_limits(item, negated)}
+    if not isinstance(node, Mapping):
+        return set()
+    found: set[str] = set()
+    subconditions = _field(node, "subconditions")
+    if subconditions is not None:
+        kind = str(_field(node, "operator") or "And").lower()
+        if kind in ("and", "or", "not"):
+            found |= _advanced_limits(subconditions, negated ^ (kind == "not"))
+        else:
+            found.add(f"AdvancedRule operator {kind}")
+    condition = _field(node, "conditionname")
+    if isinstance(condition, str):
+        name = condition.lower()
+        outward = name == "accessscope" and str(_field(node, "value")).lower() in _OUTWARD_SCOPES
+        if negated:
+            found.add(f"AdvancedRule Not {condition}")
+        elif name != "contentcontainssensitiveinformation" and not outward:
+            found.add(f"AdvancedRule {condition}")
+    nested = _field(node, "condition")
+    if nested is not None:
+        found |= _advanced_limits(nested, negated)
+    return found
+
+
 @dataclass(frozen=True)
 class Workload:
     """One workload of a compliance policy: its location parameter, and the prefixes of the

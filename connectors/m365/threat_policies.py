@@ -13,7 +13,10 @@ them does what it must: a policy that applies to some recipients is judged, neve
 Fail closed: a rule applies to everyone only when it is enabled and nothing in it narrows it.
 A state other than Enabled/Disabled, a recipient condition or exception, a condition this code
 does not know, or a RecipientDomainIs list short of the tenant's accepted domains makes it
-"some": the policy is judged, and does not count as covering everyone.
+"some": the policy is judged, and does not count as covering everyone. A policy is placed by
+the rule that applies it (a preset rule names its policies as a custom rule does), never by its
+name: a custom policy named like a preset is still a custom policy. A rule whose priority cannot
+be read cannot be placed in the order: its policy is judged whatever comes before it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ _KNOWN_CONDITIONS = frozenset(
     }
 )
 _NARROWING = ("SentTo", "SentToMemberOf")
+_RECIPIENT_PREDICATES = frozenset(
+    f"Microsoft.Exchange.MessagingPolicies.Rules.Tasks.{n}Predicate" for n in _NARROWING
+)
+_DOMAIN_PREDICATE = "Microsoft.Exchange.MessagingPolicies.Rules.Tasks.RecipientDomainIsPredicate"
 # Cmdlets of Microsoft Defender for Office 365 (Plan 1 or 2). A tenant without that licence
 # answers them as if they did not exist ("The term 'Get-SafeAttachmentPolicy' is not recognized
 # as the name of a cmdlet": Microsoft365DSC issue #3131, Maester issue #466): their sections are
@@ -109,8 +116,14 @@ def rule_reach(rule: Mapping[str, Any], domains: set[str] | None) -> str:
     narrowed |= any(k.startswith("ExceptIf") and not _empty(v) for k, v in rule.items())
     narrowed |= not _empty(rule.get("Exceptions"))
     conditions = rule.get("Conditions")
-    if not _empty(conditions):
-        narrowed |= not isinstance(conditions, list) or not set(conditions) <= _KNOWN_CONDITIONS
+    if isinstance(conditions, list) and set(conditions) <= _KNOWN_CONDITIONS:
+        # A recipient condition named in Conditions narrows even when its own member is absent
+        # or empty in the answer: what it lists was not read.
+        narrowed |= bool(set(conditions) & _RECIPIENT_PREDICATES)
+        if _DOMAIN_PREDICATE in conditions:
+            narrowed |= _empty(rule.get("RecipientDomainIs"))
+    elif not _empty(conditions):
+        narrowed = True
     listed = rule.get("RecipientDomainIs")
     if not _empty(listed):
         wanted = {str(d).lower() for d in listed} if isinstance(listed, list) else set()
@@ -118,18 +131,22 @@ def rule_reach(rule: Mapping[str, Any], domains: set[str] | None) -> str:
     return "some" if narrowed else "everyone"
 
 
-def _priority(rule: Mapping[str, Any]) -> tuple[int, int]:
+def _priority(rule: Mapping[str, Any]) -> int | None:
     value = rule.get("Priority")
     if isinstance(value, int) and not isinstance(value, bool):
-        return (0, value)
-    return (1, 0)  # an unknown priority: after the known ones (it is still judged)
+        return value
+    return None
 
 
 def _preset(policy: Mapping[str, Any]) -> str | None:
+    """The preset a policy says it belongs to, for a preset rule that names no policy of this
+    family: its RecommendedPolicyType when the answer has one, else its name."""
+    kind = policy.get("RecommendedPolicyType")
+    if kind is not None:
+        kind = str(kind).lower()
+        return kind if kind in dict(PRESETS) else None
     for name, pattern in PRESETS:
         if any(pattern.match(n) for n in _names(policy)):
-            return name
-        if str(policy.get("RecommendedPolicyType", "")).lower() == name:
             return name
     return None
 
@@ -162,32 +179,26 @@ def in_force(
     `last_rules`: for a built-in family, the built-in protection rules (their exceptions narrow
     the built-in policy); None when the family has a default policy instead."""
     ordered: list[dict[str, Any]] = []
-    for tier, pattern in PRESETS:
-        reach = _best(
-            rule_reach(r, domains) for r in preset_rules if any(pattern.match(n) for n in _names(r))
-        )
-        for policy in policies:
-            if _preset(policy) == tier and not _is_last(family, policy):
-                ordered.append(_entry(policy, tier, reach, f"{tier} preset"))
+    unordered: list[dict[str, Any]] = []
     by_name = {n: p for p in policies for n in _names(p)}
-    for rule in sorted(rules, key=_priority):
-        reach = rule_reach(rule, domains)
-        linked = by_name.get(str(rule.get(family.link, "")).lower())
-        if linked is None:
+    for tier, pattern in PRESETS:
+        for rule in preset_rules:
+            if not any(pattern.match(n) for n in _names(rule)):
+                continue
+            reach = rule_reach(rule, domains)
             if reach == "none":
                 continue
-            # Someone gets a policy that was not read: nothing can be said of what they get.
-            raise UnreadableShape(
-                f"the rule {rule.get('Name')!r} applies {family.link} "
-                f"{rule.get(family.link)!r}, which is not among the policies read"
-            )
-        if _preset(linked) or _is_last(family, linked):
-            continue  # presets and the default are placed by their own rules
-        if family is ANTI_PHISH and linked.get("Enabled") is False:
-            reach = "none"  # a switched-off anti-phishing policy applies to no one
-        ordered.append(
-            _entry(linked, "custom", reach, str(rule.get("Name") or rule.get(family.link)))
-        )
+            for policy in _preset_policies(family, rule, tier, policies, by_name):
+                ordered.append(_entry(policy, tier, reach, f"{tier} preset"))
+    placed = sorted((r for r in rules if _priority(r) is not None), key=lambda r: r["Priority"])
+    for rule in [*placed, *(r for r in rules if _priority(r) is None)]:
+        reach = rule_reach(rule, domains)
+        if reach == "none":
+            continue
+        linked = _linked(family, rule, by_name)
+        name = rule.get("Name") or rule.get("Identity") or rule.get(family.link)
+        entry = _entry(linked, "custom", reach, str(name))
+        (ordered if _priority(rule) is not None else unordered).append(entry)
     for policy in policies:
         if _is_last(family, policy):
             reach = "everyone"
@@ -204,7 +215,46 @@ def in_force(
         if entry["applies_to"] == "everyone":
             everyone = True
             break
+    # A rule of unknown priority may come before any of them: its policy is judged too.
+    chosen += unordered
+    everyone |= any(e["applies_to"] == "everyone" for e in unordered)
     return {"in_force": chosen, "everyone_covered": everyone, "policies": len(policies)}
+
+
+def _linked(
+    family: Family, rule: Mapping[str, Any], by_name: Mapping[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The policy an applying rule names; an error when it is not among the policies read, as
+    someone then gets a policy nothing can be said of."""
+    linked = by_name.get(str(rule.get(family.link) or "").lower())
+    if linked is None:
+        raise UnreadableShape(
+            f"the rule {rule.get('Name') or rule.get('Identity')!r} applies {family.link} "
+            f"{rule.get(family.link)!r}, which is not among the policies read"
+        )
+    return linked
+
+
+def _preset_policies(
+    family: Family,
+    rule: Mapping[str, Any],
+    tier: str,
+    policies: list[dict[str, Any]],
+    by_name: Mapping[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The policies of this family an applying preset rule puts in force: the one it names
+    (Get-EOPProtectionPolicyRule and Get-ATPProtectionPolicyRule name each, as custom rules
+    do); for a rule that names none, the policies that say they are of its preset. None of
+    either: the preset's recipients get a policy that was not read."""
+    if not _empty(rule.get(family.link)):
+        return [_linked(family, rule, by_name)]
+    found = [p for p in policies if _preset(p) == tier and not _is_last(family, p)]
+    if not found:
+        raise UnreadableShape(
+            f"the preset rule {rule.get('Name') or rule.get('Identity')!r} is on, but no "
+            f"{tier} preset {family.link} is among the policies read"
+        )
+    return found
 
 
 def _best(reaches: Iterable[str]) -> str:

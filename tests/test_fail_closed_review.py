@@ -1,0 +1,274 @@
+"""False passes a review of the scuba controls found (2026-12-01), each held here: an answer that
+does not show a safeguard in force must not pass a control. Each test changes one recorded answer
+of contoso-health (shapes as published) or calls the code that reads it, and each failed before
+its fix."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from connectors.m365.fetched import Fetched, read_recorded_tenant
+from connectors.m365.normalise import M365Settings, _allowed_domains, _dlp_rule
+from connectors.m365.purview import UnreadableShape, dlp_rule_limits
+from connectors.m365.threat_policies import ANTI_PHISH, MALWARE, in_force, rule_reach
+
+from helpers import REPO
+from m365_verdicts import NOW, evaluate_fetched
+
+CONTOSO = REPO / "fixtures" / "tenants" / "contoso-health"
+PUBLISHED_RULE = REPO / "tests/data/m365-published/base/compliance/Get-DlpComplianceRule.json"
+DOMAINS = {"contoso-health.org", "contoso-health.onmicrosoft.com"}
+TASKS = "Microsoft.Exchange.MessagingPolicies.Rules.Tasks."
+
+
+def _contoso(path: str) -> Any:
+    return json.loads((CONTOSO / f"{path}.json").read_text(encoding="utf-8"))
+
+
+def _verdict(control: str, files: dict[str, Any]) -> tuple[str, str]:
+    info, base = read_recorded_tenant(CONTOSO, NOW)
+    fetched = dict(base)
+    for key, body in files.items():
+        fetched[key] = Fetched(key, 200, body, NOW)
+    result = evaluate_fetched(info, fetched, M365Settings(), "scuba", [control])[control]
+    return result.status, result.reason or ""
+
+
+# Threat policies in force (threat_policies.py)
+
+
+def test_a_custom_policy_named_like_a_preset_is_judged_as_custom() -> None:
+    front_desk = "Strict Preset Security Policy - front desk"
+    policies = [
+        {"Identity": "Default", "IsDefault": True, "ZapEnabled": True},
+        {"Identity": front_desk, "RecommendedPolicyType": "Custom", "ZapEnabled": False},
+    ]
+    rules = [
+        {"MalwareFilterPolicy": front_desk, "State": "Enabled", "Priority": 0, "SentTo": ["x@y"]}
+    ]
+    section = in_force(MALWARE, policies, rules, [], DOMAINS)
+    assert [(p["Identity"], p["tier"]) for p in section["in_force"]] == [
+        (front_desk, "custom"),
+        ("Default", "default"),
+    ]
+
+
+def test_an_enabled_preset_whose_policy_was_not_read_is_an_error() -> None:
+    presets = [
+        {
+            "Identity": "Standard Preset Security Policy",
+            "State": "Enabled",
+            "MalwareFilterPolicy": "Standard Preset Security Policy1714032211847",
+        }
+    ]
+    with pytest.raises(UnreadableShape, match="not among the policies read"):
+        in_force(MALWARE, [{"Identity": "Default", "IsDefault": True}], [], presets, DOMAINS)
+    # The same, end to end: the preset's policy left out of the anti-malware answer.
+    malware = [p for p in _contoso("exo/Get-MalwareFilterPolicy") if p["IsDefault"]]
+    status, reason = _verdict(
+        "m365.defender.zero-hour-purge", {"exo/Get-MalwareFilterPolicy": malware}
+    )
+    assert status == "error" and "not among the policies read" in reason
+
+
+def test_a_preset_policy_is_the_one_its_rule_names() -> None:
+    # Two Standard-looking policies; the preset rule applies only the second.
+    policies = [
+        {"Identity": "Default", "IsDefault": True},
+        {"Identity": "Standard Preset Security Policy1", "ZapEnabled": False},
+        {"Identity": "Standard Preset Security Policy2", "ZapEnabled": True},
+    ]
+    presets = [
+        {
+            "Identity": "Standard Preset Security Policy",
+            "State": "Enabled",
+            "MalwareFilterPolicy": "Standard Preset Security Policy2",
+        }
+    ]
+    section = in_force(MALWARE, policies, [], presets, DOMAINS)
+    assert [p["Identity"] for p in section["in_force"]] == ["Standard Preset Security Policy2"]
+
+
+def test_a_switched_off_anti_phishing_policy_with_an_enabled_rule_is_judged() -> None:
+    policies = [
+        {"Identity": "Office365 AntiPhish Default", "IsDefault": True, "Enabled": True},
+        {"Identity": "Clinicians", "IsDefault": False, "Enabled": False},
+    ]
+    rules = [
+        {"AntiPhishPolicy": "Clinicians", "State": "Enabled", "Priority": 0, "SentTo": ["x@y"]}
+    ]
+    section = in_force(ANTI_PHISH, policies, rules, [], DOMAINS)
+    assert [p["Identity"] for p in section["in_force"]] == [
+        "Clinicians",
+        "Office365 AntiPhish Default",
+    ]
+
+
+def test_a_rule_of_unknown_priority_is_judged_whatever_covers_everyone() -> None:
+    policies = [
+        {"Identity": "Default", "IsDefault": True},
+        {"Identity": "Everyone"},
+        {"Identity": "Weak"},
+    ]
+    rules = [
+        {"MalwareFilterPolicy": "Everyone", "State": "Enabled", "Priority": 0},
+        {"MalwareFilterPolicy": "Weak", "State": "Enabled", "Priority": None, "SentTo": ["x@y"]},
+    ]
+    section = in_force(MALWARE, policies, rules, [], DOMAINS)
+    assert [p["Identity"] for p in section["in_force"]] == ["Everyone", "Weak"]
+    assert section["everyone_covered"] is True
+
+
+def test_a_recipient_condition_named_without_its_list_narrows() -> None:
+    base = {"State": "Enabled", "Priority": 0}
+    for predicate in ("SentToPredicate", "SentToMemberOfPredicate", "RecipientDomainIsPredicate"):
+        assert rule_reach({**base, "Conditions": [TASKS + predicate]}, DOMAINS) == "some"
+    listed = {**base, "Conditions": [TASKS + "RecipientDomainIsPredicate"]}
+    assert rule_reach({**listed, "RecipientDomainIs": sorted(DOMAINS)}, DOMAINS) == "everyone"
+
+
+def test_safe_attachments_switched_off_fails_whatever_the_action() -> None:
+    policies = _contoso("exo/Get-SafeAttachmentPolicy")
+    for policy in policies:
+        policy["Enable"] = False
+        assert policy["Action"] == "Block"
+    control = "m365.defender.safe-attachments-block"
+    assert _verdict(control, {})[0] == "pass"
+    status, reason = _verdict(control, {"exo/Get-SafeAttachmentPolicy": policies})
+    assert status == "fail" and "Enable" in reason
+
+
+# Connection filter, anti-spam and audit log retention
+
+
+@pytest.mark.parametrize("control", ["m365.exo.no-ip-allow-list", "m365.exo.safe-list-off"])
+def test_no_connection_filter_policy_at_all_fails(control: str) -> None:
+    assert _verdict(control, {})[0] == "pass"
+    assert _verdict(control, {"exo/Get-HostedConnectionFilterPolicy": []})[0] == "fail"
+
+
+def test_an_anti_spam_policy_that_does_not_say_its_allowed_domains_fails() -> None:
+    policies = _contoso("exo/Get-HostedContentFilterPolicy")
+    for policy in policies:
+        del policy["AllowedSenderDomains"]
+    control = "m365.exo.no-allowed-sender-domains"
+    assert _verdict(control, {"exo/Get-HostedContentFilterPolicy": policies})[0] == "fail"
+
+
+def test_a_shorter_audit_retention_policy_that_takes_precedence_fails() -> None:
+    policies = _contoso("compliance/Get-UnifiedAuditLogRetentionPolicy")
+    control = "m365.audit.log-retention"
+    assert _verdict(control, {})[0] == "pass"
+    covering = min(p["Priority"] for p in policies)
+    shorter = {
+        **policies[0],
+        "Name": "Mailbox items, a week",
+        "Identity": "Mailbox items, a week",
+        "Priority": covering - 1,
+        "RetentionDuration": "SevenDays",
+        "RecordTypes": ["ExchangeItem"],
+    }
+    files = {"compliance/Get-UnifiedAuditLogRetentionPolicy": [shorter, *policies]}
+    status, reason = _verdict(control, files)
+    assert status == "fail", reason
+    # Behind the covering policy it shortens nothing the covering policy keeps.
+    behind = {**shorter, "Priority": max(p["Priority"] for p in policies) + 1}
+    files = {"compliance/Get-UnifiedAuditLogRetentionPolicy": [*policies, behind]}
+    assert _verdict(control, files)[0] == "pass"
+
+
+# DLP rules
+
+
+def _published_rule() -> dict[str, Any]:
+    rule = json.loads(PUBLISHED_RULE.read_text(encoding="utf-8"))[0]
+    return {k: v for k, v in rule.items() if "@" not in k}
+
+
+def test_the_published_dlp_rule_has_no_limit_and_each_condition_or_exception_is_one() -> None:
+    rule = _published_rule()
+    assert rule["AccessScope"] == "NotInOrganization"
+    assert dlp_rule_limits(rule) == []
+    for member, value, limit in [
+        ("ExceptIfRecipientDomainIs", ["gmail.com"], "ExceptIfRecipientDomainIs"),
+        ("RecipientDomainIs", ["example.invalid"], "RecipientDomainIs"),
+        ("AccessScope", "InOrganization", "AccessScope"),
+        ("ExpiryDate", "2025-01-31T00:00:00Z", "ExpiryDate"),
+        ("SomeConditionAddedLater", ["x"], "SomeConditionAddedLater"),
+        ("DocumentIsPasswordProtected", True, "DocumentIsPasswordProtected"),
+    ]:
+        assert dlp_rule_limits({**rule, member: value}) == [limit], member
+
+
+def test_an_advanced_rule_condition_beside_the_types_is_a_limit() -> None:
+    rule = _published_rule()
+    tree = json.loads(rule["AdvancedRule"])
+    assert dlp_rule_limits({**rule, "IsAdvancedRule": True}) == []
+    tree["Condition"]["SubConditions"].append(
+        {"Operator": "Not", "SubConditions": [{"ConditionName": "FromMemberOf", "Value": ["x"]}]}
+    )
+    tree["Condition"]["SubConditions"].append({"ConditionName": "SenderDomainIs", "Value": ["y"]})
+    limits = dlp_rule_limits({**rule, "AdvancedRule": json.dumps(tree)})
+    assert limits == ["AdvancedRule Not FromMemberOf", "AdvancedRule SenderDomainIs"]
+
+
+def test_blocking_anyone_links_only_or_an_unknown_state_does_not_count() -> None:
+    rule = _published_rule()
+    assert _dlp_rule(rule)["blocks"] is True
+    for scope in ("PerUser", "All"):
+        assert _dlp_rule({**rule, "BlockAccessScope": scope})["blocks"] is True
+    for scope in ("PerAnonymousUser", None, "NotInOrganization"):
+        assert _dlp_rule({**rule, "BlockAccessScope": scope})["blocks"] is False
+    assert _dlp_rule({k: v for k, v in rule.items() if k != "Disabled"})["enabled"] is False
+
+
+def test_a_dlp_rule_with_an_exception_does_not_protect_phi() -> None:
+    rules = _contoso("compliance/Get-DlpComplianceRule")
+    assert _verdict("m365.dlp.phi-protection", {})[0] == "pass"
+    for rule in rules:
+        rule["ExceptIfRecipientDomainIs"] = ["gmail.com"]
+    status, reason = _verdict(
+        "m365.dlp.phi-protection", {"compliance/Get-DlpComplianceRule": rules}
+    )
+    assert status == "fail", reason
+
+
+def test_dlp_in_simulation_without_notifications_notifies_no_one() -> None:
+    policies = _contoso("compliance/Get-DlpCompliancePolicy")
+    control = "m365.purview.dlp-user-notifications"
+    assert _verdict(control, {})[0] == "pass"
+    for policy in policies:
+        policy["Mode"] = "TestWithoutNotifications"
+    assert _verdict(control, {"compliance/Get-DlpCompliancePolicy": policies})[0] == "fail"
+
+
+# Teams external access
+
+
+@pytest.mark.parametrize(
+    ("value", "domains", "all_known", "understood"),
+    [
+        (
+            "Microsoft.Rtc.Management.WritableConfig.Policy.Edge.AllowAllKnownDomains",
+            [],
+            True,
+            True,
+        ),
+        ("Microsoft.Rtc.Management.WritableConfig.Policy.Edge.AllowList", [], False, False),
+        ("System.Collections.Generic.List`1[System.String]", [], False, False),
+        ("Domain=bad_name", [], False, False),
+        ("Domain=contoso.com", ["contoso.com"], False, True),
+        ("partner.example.org", ["partner.example.org"], False, True),
+    ],
+)
+def test_a_teams_allowed_domains_string_counts_only_as_a_domain_name(
+    value: str, domains: list[str], all_known: bool, understood: bool
+) -> None:
+    assert _allowed_domains(value) == {
+        "domains": domains,
+        "all_known_domains": all_known,
+        "understood": understood,
+    }
