@@ -5,20 +5,35 @@ its fix."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from m365_sandbox import sandbox_config
 
+from connectors.base import CollectContext
+from connectors.m365.connector import M365Connector
 from connectors.m365.fetched import Fetched, read_recorded_tenant
 from connectors.m365.normalise import M365Settings, _allowed_domains, _dlp_rule
 from connectors.m365.purview import UnreadableShape, dlp_rule_limits
-from connectors.m365.threat_policies import ANTI_PHISH, MALWARE, in_force, rule_reach
+from connectors.m365.sandbox.server import SECRET_ENV, Faults, Sandbox
+from connectors.m365.threat_policies import (
+    ANTI_PHISH,
+    MALWARE,
+    in_force,
+    rule_reach,
+    transport_rules,
+)
 
 from helpers import REPO
 from m365_verdicts import NOW, evaluate_fetched
 
 CONTOSO = REPO / "fixtures" / "tenants" / "contoso-health"
+FABRIKAM = REPO / "fixtures" / "tenants" / "fabrikam-clinic"
 PUBLISHED_RULE = REPO / "tests/data/m365-published/base/compliance/Get-DlpComplianceRule.json"
 DOMAINS = {"contoso-health.org", "contoso-health.onmicrosoft.com"}
 TASKS = "Microsoft.Exchange.MessagingPolicies.Rules.Tasks."
@@ -272,3 +287,91 @@ def test_a_teams_allowed_domains_string_counts_only_as_a_domain_name(
         "all_known_domains": all_known,
         "understood": understood,
     }
+
+
+# Exchange Online: answers that show less than the tenant has
+
+
+def test_a_page_without_its_items_is_an_error_not_the_end_of_the_list() -> None:
+    # Page two of the users and of the mailboxes comes back without `value`: before, the
+    # read ended there as if the list were whole (and bypassing accounts on it were lost).
+    paths = ("graph/v1.0/users", "exo/Get-Mailbox")
+    with Sandbox(FABRIKAM, page_size=10, faults=Faults(valueless=paths)) as sandbox:
+        connector = M365Connector(sandbox_config(sandbox), Path())
+        connector.environ = {SECRET_ENV: sandbox.client_secret}
+        ctx = CollectContext(
+            connector="m365", now=dt.datetime.now(dt.UTC), deadline=time.monotonic() + 120
+        )
+        asyncio.run(connector.collect(ctx))
+    sections = {s.name: s for s in ctx.sections}
+    assert sections["m365.exo.mailboxes"].status == "error"
+    assert "not a page of objects" in (sections["m365.exo.mailboxes"].reason or "")
+    registration = sections["m365.entra.user_registration"]
+    assert registration.status == "error"
+    assert "no `value` list" in (registration.reason or "")
+
+
+@pytest.mark.parametrize(
+    "control", ["m365.exo.calendar-not-shared-with-all", "m365.exo.contacts-not-shared-with-all"]
+)
+def test_no_sharing_policy_at_all_fails(control: str) -> None:
+    assert _verdict(control, {})[0] == "pass"
+    assert _verdict(control, {"exo/Get-SharingPolicy": []})[0] == "fail"
+
+
+def test_no_account_in_the_audit_bypass_answer_while_mailboxes_exist_is_an_error() -> None:
+    control = "m365.audit.mailbox-auditing"
+    assert _verdict(control, {})[0] == "pass"
+    status, reason = _verdict(control, {"exo/Get-MailboxAuditBypassAssociation": []})
+    assert status == "error" and "listed no account" in reason
+
+
+def test_an_empty_domain_list_is_an_error_for_dkim() -> None:
+    control = "m365.exo.dkim-signing"
+    assert _verdict(control, {})[0] == "pass"
+    empty = {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#domains", "value": []}
+    status, reason = _verdict(control, {"graph/v1.0/domains": empty})
+    assert status == "error" and "lists no domain" in reason
+
+
+def test_an_external_sender_warning_counts_only_while_in_effect_and_reached() -> None:
+    control = "m365.exo.external-sender-warning"
+    rules = _contoso("exo/Get-TransportRule")
+    assert _verdict(control, {})[0] == "pass"
+    expired = [{**r, "ExpiryDate": "2025-01-31T00:00:00.0000000+00:00"} for r in rules]
+    assert _verdict(control, {"exo/Get-TransportRule": expired})[0] == "fail"
+    later = [{**r, "ActivationDate": "2099-01-01T00:00:00Z"} for r in rules]
+    assert _verdict(control, {"exo/Get-TransportRule": later})[0] == "fail"
+    unreadable = [{**r, "ExpiryDate": "the end of the quarter"} for r in rules]
+    assert _verdict(control, {"exo/Get-TransportRule": unreadable})[0] == "fail"
+    stopper = {
+        "Identity": "Journal everything",
+        "Name": "Journal everything",
+        "Priority": -1,
+        "State": "Enabled",
+        "Mode": "Enforce",
+        "StopRuleProcessing": True,
+    }
+    ahead = [stopper, *({**r, "Priority": max(r.get("Priority") or 0, 0)} for r in rules)]
+    assert _verdict(control, {"exo/Get-TransportRule": ahead})[0] == "fail"
+    # In a test mode it acts on nothing, and stops nothing.
+    testing = [{**stopper, "Mode": "Audit"}, *ahead[1:]]
+    assert _verdict(control, {"exo/Get-TransportRule": testing})[0] == "pass"
+
+
+def test_rules_ahead_that_stop_processing_are_named() -> None:
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    rules = [
+        {
+            "Name": "A",
+            "Priority": 0,
+            "State": "Enabled",
+            "Mode": "Enforce",
+            "StopRuleProcessing": True,
+        },
+        {"Name": "B", "Priority": 1, "State": "Disabled", "StopRuleProcessing": True},
+        {"Name": "C", "Priority": 2, "State": "Enabled", "StopRuleProcessing": None},
+        {"Name": "D", "Priority": 3, "State": "Enabled", "StopRuleProcessing": False},
+    ]
+    facts = {f["Name"]: f["stopped_by"] for f in transport_rules(rules, now)}
+    assert facts == {"A": [], "B": ["A"], "C": ["A"], "D": ["A", "C"]}

@@ -137,6 +137,9 @@ CMDLET_SELECT: dict[str, tuple[str, ...]] = {
         "PrependSubject",
         "Conditions",
         "Exceptions",
+        "ActivationDate",
+        "ExpiryDate",
+        "StopRuleProcessing",
     ),
 }
 EXCHANGE_CMDLETS: tuple[tuple[str, dict[str, Any]], ...] = (

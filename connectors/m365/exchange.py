@@ -185,7 +185,9 @@ class AdminApi:
                 if response.status_code != 200:
                     return self._failure(recorded, response.status_code, _error_text(response))
                 page = loads_strict(response.content)  # NaN or Infinity: malformed
-                if not isinstance(page, dict) or not isinstance(page.get("value", []), list):
+                # Every page carries its items (`value`, empty or not): a page without them
+                # held something unknown, not nothing.
+                if not isinstance(page, dict) or not isinstance(page.get("value"), list):
                     return Fetched(
                         recorded,
                         200,
@@ -193,7 +195,7 @@ class AdminApi:
                         self._now(),
                         f"{recorded} answered JSON that is not a page of objects",
                     )
-                values = page.get("value", [])
+                values = page["value"]
                 items.extend(values)
                 if self.stats is not None:
                     self.stats.read_page(cmdlet, len(values))

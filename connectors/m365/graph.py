@@ -222,15 +222,19 @@ class GraphReader:
                 if not isinstance(page, dict):
                     raise ValueError("the answer is not a JSON object")
                 items = page.get("value")
+                if not isinstance(items, list):
+                    # A collection's page always carries its items (OData's `value`, empty or
+                    # not): without them, what the page held is unknown, not nothing.
+                    raise ValueError(f"page {pages} of the collection has no `value` list")
                 if self.stats is not None:
-                    self.stats.read_page(path, len(items) if isinstance(items, list) else 1)
-                if on_items is not None and isinstance(items, list):
+                    self.stats.read_page(path, len(items))
+                if on_items is not None:
                     on_items(items)
                 if merged is None:
                     merged = dict(page)
-                    merged["value"] = list(page.get("value", []))
-                elif isinstance(page.get("value"), list):
-                    merged["value"].extend(page["value"])
+                    merged["value"] = list(items)
+                else:
+                    merged["value"].extend(items)
                 if chunks is not None:
                     chunk = _items_bytes(raw)
                     chunks = None if chunk is None else [*chunks, chunk] if chunk else chunks

@@ -44,7 +44,7 @@ from connectors.m365.threat_policies import (
     Family,
     accepted_domains,
     in_force,
-    transport_rule_facts,
+    transport_rules,
     with_defender_hint,
 )
 
@@ -125,7 +125,8 @@ class _Reader:
 
     def value(self, path: str) -> list[Any]:
         data = self.get(path).data
-        items = data.get("value", []) if isinstance(data, dict) else data
+        # A collection's answer always carries its items (`value`): without it, unknown.
+        items = data.get("value") if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise UnreadableShape(f"{path}: the answer holds no list of items")
         return list(items)
@@ -595,8 +596,13 @@ def _dkim_domains(reader: _Reader) -> list[dict[str, Any]]:
         str(c.get("Domain", "")).lower(): c
         for c in strip_annotations(reader.body("exo/Get-DkimSigningConfig") or [])
     }
+    domains = reader.value("graph/v1.0/domains")
+    if not domains:
+        # Every tenant has its initial (*.onmicrosoft.com) domain at least: an empty list is
+        # not the tenant's, and would leave no domain to fail.
+        raise UnreadableShape("domains: the answer lists no domain")
     out = []
-    for domain in reader.value("graph/v1.0/domains"):
+    for domain in domains:
         if not domain.get("isVerified") or "Email" not in (domain.get("supportedServices") or []):
             continue
         name = domain["id"]
@@ -684,6 +690,13 @@ def _mailbox_auditing(reader: _Reader, _settings: M365Settings) -> dict[str, Any
     disabled = org[0].get("AuditDisabled")
     bypass = _objects(reader, "exo/Get-MailboxAuditBypassAssociation")
     mailboxes = _objects(reader, "exo/Get-Mailbox")
+    if mailboxes and not bypass:
+        # The cmdlet lists every user and computer account: none at all, where mailboxes are,
+        # is an answer that was not read whole, not a tenant where no one bypasses auditing.
+        raise UnreadableShape(
+            f"Get-MailboxAuditBypassAssociation listed no account, where Get-Mailbox listed "
+            f"{len(mailboxes)} mailboxes"
+        )
     return {
         "AuditDisabled": disabled,
         "accounts_checked_for_bypass": len(bypass),
@@ -824,7 +837,8 @@ def _threat_policies(
 
 
 def _transport_rules(reader: _Reader, _settings: M365Settings) -> list[dict[str, Any]]:
-    return [transport_rule_facts(r) for r in _objects(reader, "exo/Get-TransportRule")]
+    rules = _objects(reader, "exo/Get-TransportRule")
+    return transport_rules(rules, reader.get("exo/Get-TransportRule").collected_at)
 
 
 # The SharePoint admin API's Tenant properties the controls read (names as /_api/SPO.Tenant

@@ -21,11 +21,13 @@ be read cannot be placed in the order: its policy is judged whatever comes befor
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from auditor.timeutil import parse_isoz
 from connectors.m365.purview import UnreadableShape
 
 # Preset policies are named "<preset> Preset Security Policy<digits>" and their rules
@@ -275,6 +277,51 @@ def accepted_domains(answer: list[dict[str, Any]] | None) -> set[str] | None:
 # says: its Conditions list names each (…Tasks.<Name>Predicate), FromScope is the only one an
 # external-sender warning needs.
 _FROM_SCOPE = "Microsoft.Exchange.MessagingPolicies.Rules.Tasks.FromScopePredicate"
+
+
+# Modes in which a rule takes no action (Set-TransportRule -Mode: Audit, AuditAndNotify), so it
+# stops nothing either.
+_TESTING = frozenset({"Audit", "AuditAndNotify"})
+
+
+def transport_rules(rules: list[dict[str, Any]], now: dt.datetime) -> list[dict[str, Any]]:
+    """Every transport rule as the external-sender warning control reads it
+    (transport_rule_facts), with whether it is in effect at `now` and which rules ahead of it
+    stop the processing of the rest. A rule takes no action before its ActivationDate or after
+    its ExpiryDate; one with StopRuleProcessing keeps every later rule from the messages it
+    matches (Set-TransportRule), unless it is disabled or in a test mode, where it takes no
+    action. A date that cannot be read, or a priority on either side that cannot, is taken the
+    way that does not count the rule."""
+    out = []
+    for rule in rules:
+        facts = transport_rule_facts(rule)
+        facts["in_effect"] = _in_effect(rule, now)
+        mine = _priority(rule)
+        facts["stopped_by"] = [
+            str(other.get("Name") or other.get("Identity"))
+            for other in rules
+            if other is not rule
+            and other.get("StopRuleProcessing") is not False
+            and other.get("State") != "Disabled"
+            and other.get("Mode") not in _TESTING
+            and (mine is None or (theirs := _priority(other)) is None or theirs < mine)
+        ]
+        out.append(facts)
+    return out
+
+
+def _in_effect(rule: Mapping[str, Any], now: dt.datetime) -> bool:
+    for key, started in (("ActivationDate", True), ("ExpiryDate", False)):
+        value = rule.get(key)
+        if value in (None, ""):
+            continue
+        try:
+            moment = parse_isoz(str(value))
+        except ValueError:
+            return False
+        if (moment > now) if started else (moment <= now):
+            return False
+    return True
 
 
 def transport_rule_facts(rule: Mapping[str, Any]) -> dict[str, Any]:

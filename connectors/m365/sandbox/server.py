@@ -152,6 +152,9 @@ class Faults:
     loop: tuple[str, ...] = ()
     # These paths are answered with a gzip bomb: `bomb_bytes` of JSON whitespace, compressed.
     bomb: tuple[str, ...] = ()
+    # The pages after the first of these paths come without their `value` member (the page's
+    # envelope alone, and no next link), as a page of some other shape would.
+    valueless: tuple[str, ...] = ()
     bomb_bytes: int = 64 * 1024 * 1024
 
     @staticmethod
@@ -867,6 +870,9 @@ class Sandbox:
             page["@odata.nextLink"] = _next_link(origin, path, query, start)
         elif start + size < len(data["value"]):
             page["@odata.nextLink"] = _next_link(origin, path, query, start + size)
+        if start and Faults.matches(self.faults.valueless, recorded):
+            page.pop("@odata.nextLink", None)
+            return _Answer(200, page)
         items = self.tenant.items(recorded)[start : start + size]
         raw = _envelope(page, items)
         page["value"] = data["value"][start : start + size]
@@ -1043,6 +1049,8 @@ class Sandbox:
             items = [json.dumps(item) for item in page]
         else:
             items = self.tenant.items(recorded)[start : start + size]
+        if start and Faults.matches(self.faults.valueless, recorded):
+            return _Answer(200, envelope), recorded
         raw = _envelope(envelope, items)
         origin = self._next_origin(server, recorded)
         following = start if Faults.matches(self.faults.loop, recorded) else start + size
