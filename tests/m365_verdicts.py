@@ -31,6 +31,7 @@ def evaluate_fetched(
     settings: M365Settings,
     profile: str = "hipaa",
     controls: Iterable[str] = ("m365.*",),
+    parameters: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Result]:
     """control -> result, for the tenant `info` names, as of NOW."""
     subject = info["default_domain"]
@@ -41,5 +42,6 @@ def evaluate_fetched(
             Section(s.name, "m365", subject, s.status, s.data, s.source, NOW, s.raw, s.reason)  # type: ignore[arg-type]
         )
     policies = shipped_policies().select(profile, list(controls))
-    results = evaluate(policies, snapshot, EvaluationContext(profile, NOW)).results
+    context = EvaluationContext(profile, NOW, parameters=parameters or {})
+    results = evaluate(policies, snapshot, context).results
     return {r.control: r for r in results}

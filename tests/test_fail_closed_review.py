@@ -43,12 +43,18 @@ def _contoso(path: str) -> Any:
     return json.loads((CONTOSO / f"{path}.json").read_text(encoding="utf-8"))
 
 
-def _verdict(control: str, files: dict[str, Any]) -> tuple[str, str]:
+def _verdict(
+    control: str,
+    files: dict[str, Any],
+    profile: str = "scuba",
+    settings: M365Settings | None = None,
+) -> tuple[str, str]:
     info, base = read_recorded_tenant(CONTOSO, NOW)
     fetched = dict(base)
     for key, body in files.items():
         fetched[key] = Fetched(key, 200, body, NOW)
-    result = evaluate_fetched(info, fetched, M365Settings(), "scuba", [control])[control]
+    chosen = settings or M365Settings()
+    result = evaluate_fetched(info, fetched, chosen, profile, [control])[control]
     return result.status, result.reason or ""
 
 
@@ -375,3 +381,98 @@ def test_rules_ahead_that_stop_processing_are_named() -> None:
     ]
     facts = {f["Name"]: f["stopped_by"] for f in transport_rules(rules, now)}
     assert facts == {"A": [], "B": ["A"], "C": ["A"], "D": ["A", "C"]}
+
+
+# Entra ID: privileged roles, PIM alerts, security defaults
+
+CA = "graph/v1.0/identity/conditionalAccess/policies"
+ROLES = "graph/v1.0/roleManagement/directory/roleDefinitions"
+GLASS = M365Settings(break_glass=("breakglass01@contoso-health.onmicrosoft.com",))
+
+
+def _without_admin_policy() -> dict[str, Any]:
+    policies = _contoso(CA)
+    policies["value"] = [p for p in policies["value"] if "administrators" not in p["displayName"]]
+    return {CA: policies}
+
+
+def test_plain_mfa_for_administrators_fails_ms_aad_3_6_under_scuba() -> None:
+    control = "m365.mfa.admin-roles"
+    assert _verdict(control, {}, settings=GLASS)[0] == "pass"
+    files = _without_admin_policy()  # leaves "Require MFA for all users", plain MFA
+    assert _verdict(control, files, "hipaa", GLASS)[0] == "pass"
+    assert _verdict(control, files, "scuba", GLASS)[0] == "fail"
+
+
+def test_every_scuba_privileged_role_must_be_covered() -> None:
+    policies = _contoso(CA)
+    admins = next(p for p in policies["value"] if "administrators" in p["displayName"])
+    user_admin = "fe930be7-5e62-47db-91af-98c3a49a38b1"
+    admins["conditions"]["users"]["includeRoles"].remove(user_admin)
+    assert _verdict("m365.mfa.admin-roles", {CA: policies}, settings=GLASS)[0] == "fail"
+    # Not a role the HIPAA profiles protect by default.
+    assert _verdict("m365.mfa.admin-roles", {CA: policies}, "hipaa", GLASS)[0] == "pass"
+
+
+def test_role_definitions_without_a_built_in_privileged_role_are_an_error() -> None:
+    definitions = _contoso(ROLES)
+    definitions["value"] = [
+        r for r in definitions["value"] if r["displayName"] != "Exchange Administrator"
+    ]
+    status, reason = _verdict("m365.mfa.admin-roles", {ROLES: definitions}, "hipaa", GLASS)
+    assert status == "error" and "Exchange Administrator" in reason
+    empty = {**definitions, "value": []}
+    assert _verdict("m365.mfa.admin-roles", {ROLES: empty}, "hipaa", GLASS)[0] == "error"
+
+
+@pytest.mark.parametrize(
+    "control",
+    [
+        "m365.entra.privileged-assignment-alerts",
+        "m365.entra.global-admin-activation-alert",
+        "m365.entra.privileged-activation-alerts",
+    ],
+)
+def test_a_notification_rule_at_level_none_alerts_no_one(control: str) -> None:
+    path = "graph/v1.0/policies/roleManagementPolicyAssignments"
+    assert _verdict(control, {}, settings=GLASS)[0] == "pass"
+    text = (CONTOSO / f"{path}.json").read_text(encoding="utf-8")
+    silent = json.loads(text.replace('"notificationLevel": "All"', '"notificationLevel": "None"'))
+    assert _verdict(control, {path: silent}, settings=GLASS)[0] == "fail"
+
+
+def test_security_defaults_alone_do_not_enforce_mfa_for_all_under_scuba() -> None:
+    files = {
+        CA: {**_contoso(CA), "value": []},
+        "graph/v1.0/policies/identitySecurityDefaultsEnforcementPolicy": {
+            **_contoso("graph/v1.0/policies/identitySecurityDefaultsEnforcementPolicy"),
+            "isEnabled": True,
+        },
+    }
+    assert _verdict("m365.mfa.all-users", files, "hipaa", GLASS)[0] == "pass"
+    assert _verdict("m365.mfa.all-users", files, "scuba", GLASS)[0] == "fail"
+
+
+def test_a_group_named_like_a_break_glass_account_is_not_set_aside() -> None:
+    path = "graph/v1.0/roleManagement/directory/roleAssignmentScheduleInstances"
+    body = _contoso(path)
+    body["value"].append(
+        {
+            "id": "grp-1",
+            "principalId": "0c6a3f5e-1111-4e2b-9d1a-2b3c4d5e6f70",
+            "roleDefinitionId": "62e90394-69f5-4237-9190-012177145e10",
+            "directoryScopeId": "/",
+            "assignmentType": "Assigned",
+            "memberType": "Direct",
+            "startDateTime": "2026-01-05T09:00:00Z",
+            "endDateTime": None,
+            "principal": {
+                "@odata.type": "#microsoft.graph.group",
+                "id": "0c6a3f5e-1111-4e2b-9d1a-2b3c4d5e6f70",
+                "displayName": "breakglass01@contoso-health.onmicrosoft.com",
+            },
+        }
+    )
+    control = "m365.entra.no-permanent-active-admins"
+    assert _verdict(control, {}, settings=GLASS)[0] == "pass"
+    assert _verdict(control, {path: body}, settings=GLASS)[0] == "fail"

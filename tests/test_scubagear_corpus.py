@@ -196,7 +196,12 @@ def _verdict(document: dict[str, Any], case: dict[str, Any]) -> tuple[str, str]:
         cloud=case["config"].get("cloud", "global"),  # ScubaGear's M365Environment
     )
     results = evaluate_fetched(
-        info, fetched, settings, document["profile"], controls=[document["control"]]
+        info,
+        fetched,
+        settings,
+        document["profile"],
+        controls=[document["control"]],
+        parameters={document["control"]: case["parameters"]} if "parameters" in case else None,
     )
     result = results[document["control"]]
     return result.status, result.reason or ""

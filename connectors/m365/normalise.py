@@ -20,6 +20,7 @@ from connectors.m365 import shapes
 from connectors.m365.conditional_access import agent_policy_facts, policy_facts
 from connectors.m365.fetched import Fetched, FetchedMap
 from connectors.m365.privileged import (
+    PRIVILEGED_TEMPLATES,
     SCUBA_PRIVILEGED_ROLES,
     app_management,
     privileged_roles,
@@ -257,8 +258,17 @@ def _strengths(reader: _Reader, policies: list[Any]) -> dict[str, Mapping[str, A
 def _role_coverage(reader: _Reader, settings: M365Settings) -> list[dict[str, Any]]:
     policies = _ca(reader, settings)
     assignments = reader.value("graph/v1.0/roleManagement/directory/roleAssignments")
+    definitions = reader.value("graph/v1.0/roleManagement/directory/roleDefinitions")
+    defined = {str(r.get("templateId") or r.get("id")) for r in definitions if isinstance(r, dict)}
+    missing = [name for template, name in PRIVILEGED_TEMPLATES.items() if template not in defined]
+    if missing:
+        # Every tenant defines these built-in roles: a role left out of the answer would pass
+        # the control unseen (its coverage is judged role by role).
+        raise UnreadableShape(
+            "roleDefinitions: built-in roles missing from the answer: " + ", ".join(missing)
+        )
     out = []
-    for role in reader.value("graph/v1.0/roleManagement/directory/roleDefinitions"):
+    for role in definitions:
         template = role.get("templateId") or role["id"]
         applying = [
             {

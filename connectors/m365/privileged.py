@@ -27,6 +27,21 @@ SCUBA_PRIVILEGED_ROLES = (
     "Application Administrator",
     "Cloud Application Administrator",
 )
+# Built-in directory roles every tenant defines (Microsoft Entra built-in roles reference, and
+# Graph's list-roleDefinitions example): the privileged ones the MFA control protects by
+# default, by template id. A role definitions answer without one of them was not read whole.
+PRIVILEGED_TEMPLATES = {
+    "62e90394-69f5-4237-9190-012177145e10": GLOBAL_ADMINISTRATOR,
+    "e8611ab8-c189-46e8-94e1-60213ab1f814": "Privileged Role Administrator",
+    "fe930be7-5e62-47db-91af-98c3a49a38b1": "User Administrator",
+    "f28a1f50-f6e7-4571-818b-6a12f2af6b6c": "SharePoint Administrator",
+    "29232cdf-9323-42fd-ade2-1d097af3e4de": "Exchange Administrator",
+    "8ac3fc64-6eca-42ea-9e69-59f4c7b60eb2": "Hybrid Identity Administrator",
+    "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3": "Application Administrator",
+    "158c047a-c907-4556-b7ef-446551a6b5f7": "Cloud Application Administrator",
+    "194ae4cb-b126-40b2-bd5b-6091b380977d": "Security Administrator",
+    "17315797-102d-40b4-93e0-432062caca18": "Compliance Administrator",
+}
 _USER = "#microsoft.graph.user"
 _GROUP = "#microsoft.graph.group"
 _SERVICE_PRINCIPAL = "#microsoft.graph.servicePrincipal"
@@ -137,7 +152,9 @@ def privileged_roles(
             role = roles[role_name]
             principal_id, kind, name = _principal(item)
             start, end = item.get("startDateTime"), item.get("endDateTime")
-            glass = _break_glass(principal_id, name, break_glass)
+            # Only a user is a break-glass account: a group or service principal whose name
+            # happens to match one is not set aside.
+            glass = kind == "user" and _break_glass(principal_id, name, break_glass)
             role["assignments"].append(
                 {
                     "principalId": principal_id,
@@ -212,8 +229,11 @@ def _rule(rules: list[Any], rule_id: str) -> dict[str, Any] | None:
 
 
 def _recipients(rule: dict[str, Any] | None) -> list[str]:
-    # Only an e-mail rule alerts anyone; an unknown kind alerts no one.
+    # Only an e-mail rule alerts anyone, and only at a level that sends something (Graph's
+    # notificationLevel: None, Critical or All); an unknown kind or level alerts no one.
     if rule is None or rule.get("notificationType") != "Email":
+        return []
+    if rule.get("notificationLevel") not in ("All", "Critical"):
         return []
     recipients = rule.get("notificationRecipients")
     return [str(r) for r in recipients] if isinstance(recipients, list) else []
