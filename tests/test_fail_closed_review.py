@@ -476,3 +476,111 @@ def test_a_group_named_like_a_break_glass_account_is_not_set_aside() -> None:
     control = "m365.entra.no-permanent-active-admins"
     assert _verdict(control, {}, settings=GLASS)[0] == "pass"
     assert _verdict(control, {path: body}, settings=GLASS)[0] == "fail"
+
+
+def test_a_condition_only_graph_beta_shows_narrows_the_policy() -> None:
+    # deviceStates is a beta member of the conditions (conditionalAccessDeviceStates): a policy
+    # that v1.0 shows for every sign-in leaves out compliant and domain-joined devices.
+    beta = "graph/beta/identity/conditionalAccess/policies"
+    answer = _contoso(beta)
+    for policy in answer["value"]:
+        policy["conditions"]["deviceStates"] = {
+            "includeStates": ["All"],
+            "excludeStates": ["Compliant", "DomainJoined"],
+        }
+    for control in ("m365.mfa.all-users", "m365.mfa.admin-roles", "m365.auth.legacy-blocked"):
+        assert _verdict(control, {}, settings=GLASS)[0] == "pass", control
+        assert _verdict(control, {beta: answer}, settings=GLASS)[0] == "fail", control
+    # A policy Graph beta does not list at all is not known to be unconditioned.
+    missing = {**answer, "value": []}
+    assert _verdict("m365.mfa.all-users", {beta: missing}, settings=GLASS)[0] == "fail"
+
+
+# Entra ID: consent, passwords, agents
+
+AUTHZ = "graph/v1.0/policies/authorizationPolicy"
+EXCHANGE_APP = "00000002-0000-0ff1-ce00-000000000000"
+
+
+def _classifications(app: str) -> str:
+    return f"graph/v1.0/servicePrincipals(appId='{app}')/delegatedPermissionClassifications"
+
+
+def _consent(assigned: list[str]) -> dict[str, Any]:
+    policy = _contoso(AUTHZ)
+    policy["defaultUserRolePermissions"]["permissionGrantPoliciesAssigned"] = assigned
+    return policy
+
+
+def test_low_impact_consent_to_another_apis_mail_permission_fails() -> None:
+    control = "m365.apps.user-consent-restricted"
+    low = _consent(["ManagePermissionGrantsForSelf.microsoft-user-default-low"])
+    assert _verdict(control, {AUTHZ: low})[0] == "pass"  # Graph: sign-in permissions only
+    ews = {
+        "value": [
+            {
+                "id": "ews1",
+                "permissionId": "3b5f3d61-589b-4a3c-a359-5dd4b5ee5bd5",
+                "permissionName": "EWS.AccessAsUser.All",
+                "classification": "low",
+            }
+        ]
+    }
+    files = {AUTHZ: low, _classifications(EXCHANGE_APP): ews}
+    status, reason = _verdict(control, files)
+    assert status == "fail", reason
+    # A tenant without that API's service principal: Graph answers 404, nothing to consent to.
+    info, base = read_recorded_tenant(CONTOSO, NOW)
+    fetched = {**base, AUTHZ: Fetched(AUTHZ, 200, low, NOW)}
+    path = _classifications(EXCHANGE_APP)
+    fetched[path] = Fetched(path, 404, None, NOW, "Request_ResourceNotFound")
+    result = evaluate_fetched(info, fetched, M365Settings(), "scuba", [control])[control]
+    assert result.status == "pass"
+
+
+@pytest.mark.parametrize("permission", ["MailboxItem.Read", "ChatMessage.Read"])
+def test_graph_mail_and_chat_permissions_classified_low_fail(permission: str) -> None:
+    control = "m365.apps.user-consent-restricted"
+    path = _classifications("00000003-0000-0000-c000-000000000000")
+    listed = _contoso(path)
+    listed["value"].append(
+        {"id": "x", "permissionId": "x", "permissionName": permission, "classification": "low"}
+    )
+    low = _consent(["ManagePermissionGrantsForSelf.microsoft-user-default-low"])
+    assert _verdict(control, {AUTHZ: low, path: listed})[0] == "fail"
+
+
+def test_owner_consent_beyond_microsofts_team_and_chat_policies_fails() -> None:
+    control = "m365.apps.user-consent-restricted"
+    prefix = "ManagePermissionGrantsForOwnedResource."
+    team = _consent([prefix + "microsoft-dynamically-managed-permissions-for-team"])
+    assert _verdict(control, {AUTHZ: team})[0] == "pass"
+    for other in ("microsoft-all-application-permissions-for-group", "contoso-any-permission"):
+        assert _verdict(control, {AUTHZ: _consent([prefix + other])})[0] == "fail", other
+    assert _verdict(control, {AUTHZ: _consent(["SomeFutureKind.of-consent"])})[0] == "fail"
+
+
+def test_passwords_never_expire_judges_what_it_cannot_exempt() -> None:
+    control = "m365.entra.passwords-never-expire"
+    assert _verdict(control, {})[0] == "pass"
+    domains = _contoso("graph/v1.0/domains")
+    empty = {**domains, "value": []}
+    status, reason = _verdict(control, {"graph/v1.0/domains": empty})
+    assert status == "error" and "lists no domain" in reason
+    odd = json.loads(json.dumps(domains))
+    for domain in odd["value"]:
+        domain["passwordValidityPeriodInDays"] = 90
+        domain.pop("isRoot", None)
+    assert _verdict(control, {"graph/v1.0/domains": odd})[0] == "fail"
+
+
+def test_an_agent_exclusion_of_another_shape_is_an_exclusion() -> None:
+    beta = "graph/beta/identity/conditionalAccess/policies"
+    answer = _contoso(beta)
+    control = "m365.entra.risky-agents-blocked"
+    assert _verdict(control, {}, settings=GLASS)[0] == "pass"
+    for policy in answer["value"]:
+        clients = policy["conditions"].get("clientApplications")
+        if isinstance(clients, dict) and clients.get("includeAgentIdServicePrincipals"):
+            clients["excludeAgentIdServicePrincipals"] = "7c1e3a9b-0000-4000-8000-000000000001"
+    assert _verdict(control, {beta: answer}, settings=GLASS)[0] == "fail"

@@ -138,6 +138,9 @@ def _verdicts(conditions: dict[str, object]) -> dict[str, str]:
     policy["conditions"].update(conditions)
     answers = dict(fetched)
     answers[path] = Fetched(path, 200, {"value": [*existing, policy]}, NOW)
+    # Graph beta lists the same policy (the connector reads the conditions v1.0 leaves out there).
+    beta = path.replace("v1.0", "beta")
+    answers[beta] = Fetched(beta, 200, {"value": [*fetched[beta].data["value"], policy]}, NOW)
     results = evaluate_fetched(info, answers, M365Settings(), "scuba", controls=list(_CASES))
     return {c: r.status for c, r in results.items()}
 

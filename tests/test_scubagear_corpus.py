@@ -23,6 +23,8 @@ from helpers import REPO
 from m365_verdicts import NOW, evaluate_fetched
 
 CORPUS = REPO / "tests" / "data" / "scubagear"
+V1_CA = "graph/v1.0/identity/conditionalAccess/policies.json"
+BETA_CA = "graph/beta/identity/conditionalAccess/policies.json"
 BASE = REPO / "fixtures" / "tenants" / "contoso-health"
 
 # Why commsaudit's verdict differs, by kind of difference: commsaudit passes what SCuBA fails
@@ -191,6 +193,12 @@ def _verdict(document: dict[str, Any], case: dict[str, Any]) -> tuple[str, str]:
     for path, body in case["files"].items():
         key = path.removesuffix(".json")
         fetched[key] = Fetched(key, 200, body, NOW)
+    if V1_CA in case["files"] and BETA_CA not in case["files"]:
+        # ScubaGear reads Conditional Access from Graph beta (ExportAADProvider.psm1,
+        # Get-MgBetaIdentityConditionalAccessPolicy): its policies are beta's answer too, which
+        # the connector reads for the conditions v1.0 leaves out.
+        key = BETA_CA.removesuffix(".json")
+        fetched[key] = Fetched(key, 200, case["files"][V1_CA], NOW)
     settings = M365Settings(
         break_glass=tuple(case["config"].get("break_glass_accounts", [])),
         cloud=case["config"].get("cloud", "global"),  # ScubaGear's M365Environment

@@ -105,6 +105,22 @@ def limiting_conditions(conditions: Mapping[str, Any]) -> list[str]:
     return limits
 
 
+def beta_only_limits(policy: Mapping[str, Any], beta: Mapping[str, Any] | None) -> list[str]:
+    """The conditions that limit a policy in Graph beta's answer but not in v1.0's (each as
+    `beta:<name>`): a condition v1.0 does not show yet still narrows the policy. A policy
+    missing from beta's answer, or whose beta conditions are not an object, is limited by what
+    could not be seen."""
+    if beta is None:
+        return ["beta:(the policy is not in Graph beta's answer)"]
+    conditions = beta.get("conditions")
+    if conditions is None:
+        conditions = {}
+    if not isinstance(conditions, Mapping):
+        return ["beta:(unreadable conditions)"]
+    seen = set(limiting_conditions(policy.get("conditions") or {}))
+    return [f"beta:{c}" for c in limiting_conditions(conditions) if c not in seen]
+
+
 def _unread_members(name: str, value: Any, read: frozenset[str]) -> list[str]:
     """`name.member` for each member of a condition object, other than those read on their
     own, that holds a value; the whole condition when it is not an object at all."""
@@ -274,6 +290,17 @@ def _flags(value: Any) -> list[str]:
     return _strings(value)
 
 
+def _listed(condition: Any, key: str) -> list[str]:
+    """An exclusion list's strings; an exclusion that holds something other than a list of
+    strings excludes what could not be read, and says so (it never reads as no exclusion)."""
+    value = condition.get(key) if isinstance(condition, Mapping) else None
+    if _empty(value):
+        return []
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return [f"{key}: (unreadable)"]
+
+
 def agent_policy_facts(policy: Mapping[str, Any]) -> dict[str, Any]:
     """One Conditional Access policy (Graph beta) as facts about agent identities: which agents
     and which of their risk levels it targets, and what else limits it."""
@@ -282,7 +309,7 @@ def agent_policy_facts(policy: Mapping[str, Any]) -> dict[str, Any]:
     clients = conditions.get("clientApplications") or {}
     if not isinstance(clients, Mapping):
         clients = {}
-    agent_exclusions = _strings(clients.get("excludeAgentIdServicePrincipals"))
+    agent_exclusions = _listed(clients, "excludeAgentIdServicePrincipals")
     if not _empty(clients.get("agentIdServicePrincipalFilter")):
         agent_exclusions.append("agentIdServicePrincipalFilter")
     # Within clientApplications, members other than the agent identities (service principals,
@@ -304,7 +331,7 @@ def agent_policy_facts(policy: Mapping[str, Any]) -> dict[str, Any]:
         "state": policy.get("state"),
         "enforced": policy.get("state") == "enabled",
         "all_applications": "All" in (apps.get("includeApplications") or []),
-        "excluded_applications": _strings(apps.get("excludeApplications")),
+        "excluded_applications": _listed(apps, "excludeApplications"),
         "client_app_types": [str(c) for c in conditions.get("clientAppTypes") or ["all"]],
         "agents": _strings(clients.get("includeAgentIdServicePrincipals")),
         "agent_exclusions": agent_exclusions,

@@ -26,6 +26,7 @@ from connectors.m365.http import MIB, Destinations, Limits, Stats, make_clients
 from connectors.m365.normalise import (
     ADMIN_API_SECTIONS,
     ELIGIBLE_PATH,
+    OTHER_APIS,
     SECTION_READS,
     SECTIONS,
     M365Settings,
@@ -65,6 +66,10 @@ GRAPH_COLLECTIONS = (
     ("policies/appManagementPolicies", ""),
     ("domains", ""),
     (f"servicePrincipals(appId='{GRAPH_APP_ID}')/delegatedPermissionClassifications", ""),
+    *(
+        (f"servicePrincipals(appId='{app}')/delegatedPermissionClassifications", "")
+        for app in OTHER_APIS
+    ),
 )
 # Conditional Access again, from beta: the conditions on agent identities (agentIdRiskLevels,
 # includeAgentIdServicePrincipals) are not in v1.0 yet. Only what those facts need.

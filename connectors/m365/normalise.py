@@ -17,7 +17,11 @@ from typing import Any
 import re2  # type: ignore[import-untyped]
 
 from connectors.m365 import shapes
-from connectors.m365.conditional_access import agent_policy_facts, policy_facts
+from connectors.m365.conditional_access import (
+    agent_policy_facts,
+    beta_only_limits,
+    policy_facts,
+)
 from connectors.m365.fetched import Fetched, FetchedMap
 from connectors.m365.privileged import (
     PRIVILEGED_TEMPLATES,
@@ -206,6 +210,12 @@ def _break_glass_ids(reader: _Reader, settings: M365Settings) -> set[str]:
     return ids
 
 
+# Conditional Access from Graph beta: conditions reach beta first (authenticationFlows,
+# insiderRiskLevels and agentIdRiskLevels did), and some stay there (deviceStates, times), so a
+# policy v1.0 shows unconditioned may be narrowed by one v1.0 leaves out.
+BETA_CA_PATH = "graph/beta/identity/conditionalAccess/policies"
+
+
 def _ca(reader: _Reader, settings: M365Settings) -> list[dict[str, Any]]:
     if "ca" in reader.memo:
         facts, used = reader.memo["ca"]
@@ -216,7 +226,14 @@ def _ca(reader: _Reader, settings: M365Settings) -> list[dict[str, Any]]:
     break_glass = _break_glass_ids(reader, settings)
     policies = reader.value("graph/v1.0/identity/conditionalAccess/policies")
     strengths = _strengths(reader, policies)
-    facts = [policy_facts(p, break_glass, names, strengths) for p in policies]
+    beta = {str(p.get("id")): p for p in reader.value(BETA_CA_PATH) if isinstance(p, Mapping)}
+    facts = []
+    for policy in policies:
+        fact = policy_facts(policy, break_glass, names, strengths)
+        unseen = beta_only_limits(policy, beta.get(str(policy.get("id"))))
+        fact["narrowed_by"] = fact["narrowed_by"] + unseen
+        fact["scoped_by"] = fact["scoped_by"] + unseen
+        facts.append(fact)
     reader.memo["ca"] = (facts, reader.used[start:])
     return facts
 
@@ -227,7 +244,7 @@ AGENT_CA_UNAVAILABLE = frozenset({"gcc-high", "dod"})
 
 
 def _agent_ca(reader: _Reader, settings: M365Settings) -> list[dict[str, Any]]:
-    policies = reader.value("graph/beta/identity/conditionalAccess/policies")
+    policies = reader.value(BETA_CA_PATH)
     facts = [agent_policy_facts(p) for p in policies if isinstance(p, Mapping)]
     # Not applicable only while no policy uses the agent conditions at all: once one does, the
     # feature has come to the cloud and the policies are judged (one that targets agents but
@@ -635,7 +652,27 @@ CLASSIFICATIONS_PATH = (
     "graph/v1.0/servicePrincipals(appId='00000003-0000-0000-c000-000000000000')"
     "/delegatedPermissionClassifications"
 )
+# The other APIs whose delegated permissions reach user data, by application id: those
+# ScubaGear reads classifications on (schemas/RiskyAppPermissions.json, "resources", @4d34e9a).
+# Any permission of theirs classified low impact lets users consent to it on their own.
+OTHER_APIS = {
+    "00000002-0000-0ff1-ce00-000000000000": "Office 365 Exchange Online",
+    "00000003-0000-0ff1-ce00-000000000000": "Office 365 SharePoint Online",
+    "c5393580-f805-4401-95e8-94b7a6ef2fc2": "Office 365 Management APIs",
+    "00000009-0000-0000-c000-000000000000": "Power BI Service",
+    "00000007-0000-0000-c000-000000000000": "Dataverse",
+    "475226c6-020e-4fb2-8a90-7a972cbfc1d4": "PowerApps Service",
+    "7df0a125-d3be-4c96-aa54-591f83ff541c": "Microsoft Flow Service",
+}
+
+
+def classifications_path(app_id: str) -> str:
+    return f"graph/v1.0/servicePrincipals(appId='{app_id}')/delegatedPermissionClassifications"
+
+
+OTHER_CLASSIFICATIONS = {classifications_path(a): name for a, name in OTHER_APIS.items()}
 _SELF_CONSENT = "managepermissiongrantsforself."
+_OWNER_CONSENT = "managepermissiongrantsforownedresource."
 _LOW_IMPACT = "microsoft-user-default-low"
 
 
@@ -660,20 +697,45 @@ def _user_consent(reader: _Reader, _settings: M365Settings) -> dict[str, Any]:
         for p in assigned
         if str(p).lower().startswith(_SELF_CONSENT)
     ]
+    owners = [
+        str(p)[len(_OWNER_CONSENT) :].lower()
+        for p in assigned
+        if str(p).lower().startswith(_OWNER_CONSENT)
+    ]
+    unknown = [
+        str(p) for p in assigned if not str(p).lower().startswith((_SELF_CONSENT, _OWNER_CONSENT))
+    ]
     low: list[str] = []
+    others: list[str] = []
     if _LOW_IMPACT in own:
-        for item in reader.value(CLASSIFICATIONS_PATH):
-            if not isinstance(item, dict):
-                raise UnreadableShape(
-                    "delegatedPermissionClassifications: an item is not an object"
-                )
-            if str(item.get("classification", "")).lower() == "low":
-                low.append(str(item.get("permissionName")))
+        low = _low_impact(reader, CLASSIFICATIONS_PATH)
+        for path, name in OTHER_CLASSIFICATIONS.items():
+            found = reader.fetched.get(path)
+            if found is not None and found.status == 404:
+                # No such service principal in the tenant (Graph's Request_ResourceNotFound):
+                # nothing of that API to consent to.
+                reader.used.append(found)
+                continue
+            others += [f"{name}: {p}" for p in _low_impact(reader, path)]
     return {
         "permissionGrantPoliciesAssigned": [str(p) for p in assigned],
         "self_consent_policies": own,
+        "owner_consent_policies": owners,
+        "other_consent_policies": unknown,
         "low_impact_permissions": sorted(low),
+        "low_impact_other_apis": sorted(others),
     }
+
+
+def _low_impact(reader: _Reader, path: str) -> list[str]:
+    """The permissions one API's delegated permission classifications say are low impact."""
+    low = []
+    for item in reader.value(path):
+        if not isinstance(item, dict):
+            raise UnreadableShape("delegatedPermissionClassifications: an item is not an object")
+        if str(item.get("classification", "")).lower() == "low":
+            low.append(str(item.get("permissionName")))
+    return low
 
 
 def _single(reader: _Reader, path: str) -> dict[str, Any]:
@@ -890,8 +952,12 @@ def _body(path: str) -> Callable[[_Reader, M365Settings], Any]:
     return lambda reader, _settings: _single(reader, path)
 
 
-def _collection(path: str) -> Callable[[_Reader, M365Settings], Any]:
-    return lambda reader, _settings: strip_annotations(reader.value(path))
+def _domains(reader: _Reader, _settings: M365Settings) -> Any:
+    domains = strip_annotations(reader.value("graph/v1.0/domains"))
+    if not domains:
+        # Every tenant has its initial (*.onmicrosoft.com) domain at least.
+        raise UnreadableShape("domains: the answer lists no domain")
+    return domains
 
 
 ROLE_DEFINITIONS_PATH = "graph/v1.0/roleManagement/directory/roleDefinitions"
@@ -960,7 +1026,7 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.entra.authentication_methods_policy": _body(
         "graph/v1.0/policies/authenticationMethodsPolicy"
     ),
-    "m365.entra.domains": _collection("graph/v1.0/domains"),
+    "m365.entra.domains": _domains,
     "m365.entra.secure_score": lambda r, _s: strip_annotations(
         r.value("graph/v1.0/security/secureScores")[:1]
     ),
@@ -1033,6 +1099,7 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
 _GRAPH = "graph/v1.0/"
 _CA_READS = (
     CA_POLICIES,
+    BETA_CA_PATH,  # the conditions Graph v1.0 does not show yet
     _GRAPH + "groups/*",  # the groups the policies exclude, looked up as part of that read
     STRENGTHS_PATH,
     ROLE_DEFINITIONS_PATH,
@@ -1054,7 +1121,7 @@ SECTION_READS: dict[str, tuple[str, ...]] = {
         "compliance/Get-UnifiedAuditLogRetentionPolicy",
     ),
     "m365.entra.conditional_access": _CA_READS,
-    "m365.entra.agent_conditional_access": ("graph/beta/identity/conditionalAccess/policies",),
+    "m365.entra.agent_conditional_access": (BETA_CA_PATH,),
     "m365.entra.security_defaults": (
         _GRAPH + "policies/identitySecurityDefaultsEnforcementPolicy",
     ),
@@ -1065,7 +1132,11 @@ SECTION_READS: dict[str, tuple[str, ...]] = {
     ),
     "m365.entra.authorization_policy": (_GRAPH + "policies/authorizationPolicy",),
     "m365.entra.admin_consent_request_policy": (_GRAPH + "policies/adminConsentRequestPolicy",),
-    "m365.entra.user_consent": (_GRAPH + "policies/authorizationPolicy", CLASSIFICATIONS_PATH),
+    "m365.entra.user_consent": (
+        _GRAPH + "policies/authorizationPolicy",
+        CLASSIFICATIONS_PATH,
+        *OTHER_CLASSIFICATIONS,
+    ),
     "m365.entra.authentication_methods_policy": (_GRAPH + "policies/authenticationMethodsPolicy",),
     "m365.entra.domains": (_GRAPH + "domains",),
     "m365.entra.secure_score": (_GRAPH + "security/secureScores",),
