@@ -72,8 +72,9 @@ def permissions() -> list[Permission]:
             ("GroupMember.Read.All", "names of groups excluded from Conditional Access"),
             (
                 "Application.Read.All",
-                "which permissions users may consent to as 'low impact' (Microsoft Graph's "
-                "delegated permission classifications)",
+                "which permissions users may consent to as 'low impact' (the delegated "
+                "permission classifications of Microsoft Graph, Exchange Online, SharePoint and "
+                "the other APIs that reach user data)",
             ),
             (
                 "RoleManagement.Read.Directory",
