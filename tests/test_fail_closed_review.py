@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -584,3 +585,28 @@ def test_an_agent_exclusion_of_another_shape_is_an_exclusion() -> None:
         if isinstance(clients, dict) and clients.get("includeAgentIdServicePrincipals"):
             clients["excludeAgentIdServicePrincipals"] = "7c1e3a9b-0000-4000-8000-000000000001"
     assert _verdict(control, {beta: answer}, settings=GLASS)[0] == "fail"
+
+
+def test_a_permission_list_longer_than_one_batch_page_is_an_error(tmp_path: Path) -> None:
+    # The classifications are read in $batch calls, which do not follow a next link: a list
+    # that does not fit one page is not read whole, and users' low-impact consent is not judged.
+    tenant = tmp_path / "tenant"
+    shutil.copytree(CONTOSO, tenant)
+    authz = tenant / f"{AUTHZ}.json"
+    policy = json.loads(authz.read_text(encoding="utf-8"))
+    assigned = ["ManagePermissionGrantsForSelf.microsoft-user-default-low"]
+    policy["defaultUserRolePermissions"]["permissionGrantPoliciesAssigned"] = assigned
+    authz.write_text(json.dumps(policy), encoding="utf-8")
+    sections = {}
+    for page_size in (100, 2):
+        with Sandbox(tenant, page_size=page_size) as sandbox:
+            connector = M365Connector(sandbox_config(sandbox), Path())
+            connector.environ = {SECRET_ENV: sandbox.client_secret}
+            ctx = CollectContext(
+                connector="m365", now=dt.datetime.now(dt.UTC), deadline=time.monotonic() + 120
+            )
+            asyncio.run(connector.collect(ctx))
+        sections[page_size] = next(s for s in ctx.sections if s.name == "m365.entra.user_consent")
+    assert sections[100].status == "ok"
+    assert sections[2].status == "error"
+    assert "more than one page inside $batch" in (sections[2].reason or "")

@@ -338,6 +338,17 @@ class GraphReader:
                     )
                     continue
             if 200 <= status < 300:
+                if isinstance(body, dict) and body.get("@odata.nextLink"):
+                    # A list longer than one page: $batch does not follow the next link, and
+                    # the first page alone is not the list.
+                    out[path] = Fetched(
+                        recorded,
+                        status,
+                        None,
+                        self._now(),
+                        f"{path} answered more than one page inside $batch",
+                    )
+                    continue
                 out[path] = Fetched(recorded, status, body, self._now())
                 continue
             error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
