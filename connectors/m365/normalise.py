@@ -49,6 +49,7 @@ from connectors.m365.threat_policies import (
     Family,
     accepted_domains,
     in_force,
+    priority,
     transport_rules,
     with_defender_hint,
 )
@@ -596,24 +597,19 @@ def _audit_retention(reader: _Reader) -> list[dict[str, Any]]:
     ]
 
 
-def _audit_priority(policy: Mapping[str, Any]) -> int | None:
-    value = policy.get("Priority")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _shortest_ahead(policy: Mapping[str, Any], policies: list[dict[str, Any]]) -> int | None:
     """The shortest retention, in days, of the policies that take precedence over this one for
     the records they select (a lower Priority wins: "a policy with a value of 5 takes priority
     over a policy with a value of 10", Microsoft Purview's audit log retention policies page);
     None when none does. A policy not known to be off counts, a priority not known on either
     side counts as ahead, and a duration not known counts as none at all (0)."""
-    mine = _audit_priority(policy)
+    mine = priority(policy)
     ahead = [
         AUDIT_DURATIONS.get(str(other.get("RetentionDuration")), 0)
         for other in policies
         if other is not policy
         and other.get("Enabled") is not False
-        and (mine is None or (theirs := _audit_priority(other)) is None or theirs < mine)
+        and (mine is None or (theirs := priority(other)) is None or theirs < mine)
     ]
     return min(ahead) if ahead else None
 

@@ -133,7 +133,8 @@ def rule_reach(rule: Mapping[str, Any], domains: set[str] | None) -> str:
     return "some" if narrowed else "everyone"
 
 
-def _priority(rule: Mapping[str, Any]) -> int | None:
+def priority(rule: Mapping[str, Any]) -> int | None:
+    """An object's Priority (lower first), None when it is not an integer."""
     value = rule.get("Priority")
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -192,15 +193,15 @@ def in_force(
                 continue
             for policy in _preset_policies(family, rule, tier, policies, by_name):
                 ordered.append(_entry(policy, tier, reach, f"{tier} preset"))
-    placed = sorted((r for r in rules if _priority(r) is not None), key=lambda r: r["Priority"])
-    for rule in [*placed, *(r for r in rules if _priority(r) is None)]:
+    placed = sorted((r for r in rules if priority(r) is not None), key=lambda r: r["Priority"])
+    for rule in [*placed, *(r for r in rules if priority(r) is None)]:
         reach = rule_reach(rule, domains)
         if reach == "none":
             continue
         linked = _linked(family, rule, by_name)
         name = rule.get("Name") or rule.get("Identity") or rule.get(family.link)
         entry = _entry(linked, "custom", reach, str(name))
-        (ordered if _priority(rule) is not None else unordered).append(entry)
+        (ordered if priority(rule) is not None else unordered).append(entry)
     for policy in policies:
         if _is_last(family, policy):
             reach = "everyone"
@@ -296,7 +297,7 @@ def transport_rules(rules: list[dict[str, Any]], now: dt.datetime) -> list[dict[
     for rule in rules:
         facts = transport_rule_facts(rule)
         facts["in_effect"] = _in_effect(rule, now)
-        mine = _priority(rule)
+        mine = priority(rule)
         facts["stopped_by"] = [
             str(other.get("Name") or other.get("Identity"))
             for other in rules
@@ -304,7 +305,7 @@ def transport_rules(rules: list[dict[str, Any]], now: dt.datetime) -> list[dict[
             and other.get("StopRuleProcessing") is not False
             and other.get("State") != "Disabled"
             and other.get("Mode") not in _TESTING
-            and (mine is None or (theirs := _priority(other)) is None or theirs < mine)
+            and (mine is None or (theirs := priority(other)) is None or theirs < mine)
         ]
         out.append(facts)
     return out
