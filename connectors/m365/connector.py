@@ -25,8 +25,9 @@ from connectors.m365.grants import grant_steps
 from connectors.m365.http import MIB, Destinations, Limits, Stats, make_clients
 from connectors.m365.normalise import (
     ADMIN_API_SECTIONS,
+    CLASSIFICATIONS_PATH,
     ELIGIBLE_PATH,
-    OTHER_APIS,
+    OTHER_CLASSIFICATIONS,
     SECTION_READS,
     SECTIONS,
     M365Settings,
@@ -49,9 +50,6 @@ USER_FIELDS = "id,userPrincipalName,displayName,accountEnabled,userType"
 # Read at once (right after the first page of each collection is asked for): the tenant's id
 # and initial domain, which the admin API's anchors name.
 ORGANIZATION = ("organization", "$select=id,displayName,verifiedDomains")
-# Microsoft Graph's own service principal: its delegated permission classifications say which
-# permissions users may consent to under the "low impact" consent policy.
-GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 # Collections, read page by page: (path, query).
 CA_POLICIES = "identity/conditionalAccess/policies"
 USERS = "users"
@@ -107,10 +105,7 @@ GRAPH_SINGLES = (
     # Short lists (the permissions a tenant classifies), one page each: in the same $batch
     # calls, not eight collection reads queued behind the long ones (a next page there is an
     # error: see GraphReader.batch).
-    *(
-        f"servicePrincipals(appId='{app}')/delegatedPermissionClassifications"
-        for app in (GRAPH_APP_ID, *OTHER_APIS)
-    ),
+    *(p.removeprefix("graph/v1.0/") for p in (CLASSIFICATIONS_PATH, *OTHER_CLASSIFICATIONS)),
 )
 # A mailbox has some 250 properties; the audit reads who it is and its audit settings. On a
 # tenant of 50,000 mailboxes that is the difference between megabytes and gigabytes.

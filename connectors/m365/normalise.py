@@ -619,11 +619,7 @@ def _dkim_domains(reader: _Reader) -> list[dict[str, Any]]:
         str(c.get("Domain", "")).lower(): c
         for c in strip_annotations(reader.body("exo/Get-DkimSigningConfig") or [])
     }
-    domains = reader.value("graph/v1.0/domains")
-    if not domains:
-        # Every tenant has its initial (*.onmicrosoft.com) domain at least: an empty list is
-        # not the tenant's, and would leave no domain to fail.
-        raise UnreadableShape("domains: the answer lists no domain")
+    domains = _tenant_domains(reader)
     out = []
     for domain in domains:
         if not domain.get("isVerified") or "Email" not in (domain.get("supportedServices") or []):
@@ -644,10 +640,9 @@ def _dkim_domains(reader: _Reader) -> list[dict[str, Any]]:
     return out
 
 
-CLASSIFICATIONS_PATH = (
-    "graph/v1.0/servicePrincipals(appId='00000003-0000-0000-c000-000000000000')"
-    "/delegatedPermissionClassifications"
-)
+# Microsoft Graph's own service principal: its delegated permission classifications say which
+# permissions users may consent to under the "low impact" consent policy.
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 # The other APIs whose delegated permissions reach user data, by application id: those
 # ScubaGear reads classifications on (schemas/RiskyAppPermissions.json, "resources", @4d34e9a).
 # Any permission of theirs classified low impact lets users consent to it on their own.
@@ -666,6 +661,7 @@ def classifications_path(app_id: str) -> str:
     return f"graph/v1.0/servicePrincipals(appId='{app_id}')/delegatedPermissionClassifications"
 
 
+CLASSIFICATIONS_PATH = classifications_path(GRAPH_APP_ID)
 OTHER_CLASSIFICATIONS = {classifications_path(a): name for a, name in OTHER_APIS.items()}
 _SELF_CONSENT = "managepermissiongrantsforself."
 _OWNER_CONSENT = "managepermissiongrantsforownedresource."
@@ -948,10 +944,11 @@ def _body(path: str) -> Callable[[_Reader, M365Settings], Any]:
     return lambda reader, _settings: _single(reader, path)
 
 
-def _domains(reader: _Reader, _settings: M365Settings) -> Any:
+def _tenant_domains(reader: _Reader) -> Any:
     domains = strip_annotations(reader.value("graph/v1.0/domains"))
     if not domains:
-        # Every tenant has its initial (*.onmicrosoft.com) domain at least.
+        # Every tenant has its initial (*.onmicrosoft.com) domain at least: an empty list is
+        # not the tenant's, and would leave no domain to fail.
         raise UnreadableShape("domains: the answer lists no domain")
     return domains
 
@@ -1022,7 +1019,7 @@ SECTIONS: dict[str, Callable[[_Reader, M365Settings], Any]] = {
     "m365.entra.authentication_methods_policy": _body(
         "graph/v1.0/policies/authenticationMethodsPolicy"
     ),
-    "m365.entra.domains": _domains,
+    "m365.entra.domains": lambda r, _s: _tenant_domains(r),
     "m365.entra.secure_score": lambda r, _s: strip_annotations(
         r.value("graph/v1.0/security/secureScores")[:1]
     ),
